@@ -1,1 +1,5 @@
-export {}
+export * from "./errors.ts"
+export * from "./codec.ts"
+export * from "./subjects.ts"
+export * from "./messages.ts"
+export * from "./verbs.ts"

@@ -1,0 +1,110 @@
+import { Either, Schema } from "effect"
+import { Packr } from "msgpackr"
+import { describe, expect, it } from "vitest"
+import {
+  decodeEither,
+  encodeSync,
+  eventSubject,
+  GenerateRequest,
+  GenerateResponse,
+  MoaError,
+  PROTOCOL_VERSION,
+  packRaw,
+  parseVerbSubject,
+  resolveGenerate,
+  ScoreRequest,
+  toMoaError,
+  unpackRaw,
+  verbSubject,
+  checkName,
+} from "../src/index.ts"
+
+const left = <A>(e: Either.Either<A, MoaError>): MoaError => {
+  if (Either.isRight(e)) throw new Error(`expected a failure, got ${JSON.stringify(e.right)}`)
+  return e.left
+}
+
+describe("codec", () => {
+  it("round-trips a generate request inside a versioned envelope", () => {
+    const req: GenerateRequest = { prompt: "hi", maxTokens: 8, temperature: 0.7, topK: 40, topP: 0.9, stop: ["\n"], stream: true, adapter: "math-v2", seed: 7 }
+    const bytes = encodeSync(GenerateRequest, req)
+    expect(unpackRaw(bytes)).toMatchObject({ v: PROTOCOL_VERSION, d: { prompt: "hi" } })
+    expect(decodeEither(GenerateRequest, bytes)).toEqual(Either.right(req))
+  })
+
+  it("fills generate defaults", () => {
+    expect(resolveGenerate({ prompt: "x" })).toMatchObject({ maxTokens: 64, temperature: 1, stream: false, stop: [] })
+  })
+
+  it("carries typed arrays natively", () => {
+    const S = Schema.Struct({ w: Schema.instanceOf(Float32Array) })
+    const out = decodeEither(S, encodeSync(S, { w: new Float32Array([1.5, -2]) }))
+    expect(Either.isRight(out) && Array.from(out.right.w)).toEqual([1.5, -2])
+  })
+
+  it("garbage bytes give DECODE_ERROR", () => {
+    const e = left(decodeEither(GenerateRequest, new Uint8Array([0xc1, 0xff, 0x00, 0x13])))
+    expect(e.code).toBe("DECODE_ERROR")
+    expect(e.message).toMatch(/not valid msgpack/)
+  })
+
+  it("empty bytes give DECODE_ERROR", () => {
+    expect(left(decodeEither(GenerateRequest, new Uint8Array())).code).toBe("DECODE_ERROR")
+  })
+
+  it("msgpack that is not an envelope gives DECODE_ERROR naming v", () => {
+    const e = left(decodeEither(GenerateRequest, packRaw({ prompt: "hi" })))
+    expect(e.code).toBe("DECODE_ERROR")
+    expect(e.field).toBe("v")
+  })
+
+  it("another protocol version gives VERSION_MISMATCH", () => {
+    const e = left(decodeEither(GenerateRequest, packRaw({ v: 99, d: { prompt: "hi" } })))
+    expect(e.code).toBe("VERSION_MISMATCH")
+  })
+
+  it("valid msgpack failing the schema names the field", () => {
+    const e = left(decodeEither(GenerateRequest, packRaw({ v: PROTOCOL_VERSION, d: { prompt: "hi", maxTokens: -3 } })))
+    expect(e.code).toBe("BAD_REQUEST")
+    expect(e.field).toBe("maxTokens")
+    expect(e.message).toContain("maxTokens")
+
+    const missing = left(decodeEither(GenerateRequest, packRaw({ v: PROTOCOL_VERSION, d: { maxTokens: 3 } })))
+    expect(missing.field).toBe("prompt")
+
+    const nested = left(decodeEither(ScoreRequest, packRaw({ v: PROTOCOL_VERSION, d: { prompt: "p", completions: ["a", 3] } })))
+    expect(nested.field).toBe("completions.1")
+  })
+
+  it("round-trips a MoaError as the error body", () => {
+    const err = new MoaError({ code: "UNKNOWN_VERB", message: "no verb x", field: "verb" })
+    const back = decodeEither(MoaError, encodeSync(MoaError, err))
+    expect(Either.isRight(back) && back.right).toBeInstanceOf(MoaError)
+    expect(Either.isRight(back) && back.right.code).toBe("UNKNOWN_VERB")
+    expect(err.status).toBe(404)
+    expect(toMoaError(new Error("boom")).code).toBe("INTERNAL")
+  })
+
+  it("refuses to encode a response that breaks its own schema", () => {
+    expect(() => encodeSync(GenerateResponse, { text: "x", tokens: -1, finishReason: "stop" })).toThrow(MoaError)
+  })
+
+  it("is readable by a plain msgpack decoder (no records)", () => {
+    const plain = new Packr({ useRecords: false })
+    expect(plain.unpack(encodeSync(GenerateRequest, { prompt: "x" }))).toEqual({ v: 1, d: { prompt: "x" } })
+  })
+})
+
+describe("subjects", () => {
+  it("builds and parses verb and event subjects", () => {
+    expect(verbSubject("demo", "echo", "generate")).toBe("moa.demo.echo.generate")
+    expect(parseVerbSubject("moa.demo.echo.generate")).toEqual({ cluster: "demo", agent: "echo", verb: "generate" })
+    expect(eventSubject("demo", "crash")).toBe("moa.demo.events.crash")
+    expect(eventSubject("demo", ">")).toBe("moa.demo.events.>")
+  })
+  it("refuses names that are unsafe as subject tokens", () => {
+    expect(() => verbSubject("demo", "a.b", "x")).toThrow(/may only contain/)
+    expect(checkName("bad name", "agent name")).toMatch(/agent name "bad name"/)
+    expect(checkName("ok_name-1")).toBeUndefined()
+  })
+})
