@@ -1,0 +1,2 @@
+export * from "./jsonl.ts"
+export * from "./prep.ts"
