@@ -106,7 +106,7 @@ describe("preparation", () => {
     expect(s.test.filter((r) => r.task === "small").length).toBe(2)
     expect(s.test.filter((r) => r.task === "big").length).toBe(18)
     expect(s.validation.filter((r) => r.task === "small").length).toBe(1)
-    const keys = new Set(s.train.map((r) => r.prompt))
+    const keys = new Set(s.train.map((r) => (r as { prompt: string }).prompt))
     expect([...s.validation, ...s.test].some((r) => keys.has((r as { prompt: string }).prompt))).toBe(false)
     expect(splitDataset(data, { seed: 1 })).toEqual(splitDataset(data, { seed: 1 }))
   })
