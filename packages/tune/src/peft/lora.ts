@@ -25,7 +25,10 @@ export const loraScaling = (o: { r: number; alpha: number; rslora?: boolean }): 
 
 /** Identity in the forward pass, zero gradient in the backward pass (torch's .detach()). */
 const detach = (x: tf.Tensor): tf.Tensor =>
-  tf.customGrad((t: tf.Tensor) => ({ value: t.clone(), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) }))(x) as tf.Tensor
+  tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const t = args[0] as tf.Tensor
+    return { value: t.clone(), gradFunc: (dy: tf.Tensor | tf.Tensor[]) => tf.zerosLike(dy as tf.Tensor) }
+  })(x)
 
 /** Column norms of W + s·A·B: one per output feature. W [in,out] → [out]. */
 export const columnNorm = (w: tf.Tensor2D, a: tf.Tensor2D, b: tf.Tensor2D, scaling: number): tf.Tensor1D =>
