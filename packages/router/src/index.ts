@@ -1,1 +1,9 @@
-export {}
+export * from "./features.ts"
+export * from "./gate.ts"
+export * from "./safetensors.ts"
+export * from "./aggregate.ts"
+export * from "./client.ts"
+export * from "./schema.ts"
+export * from "./router.ts"
+export * from "./train.ts"
+export * from "./store.ts"
