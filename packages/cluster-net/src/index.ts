@@ -1,1 +1,7 @@
 export { ArtifactPathError, MAX_ARTIFACT_NAME_BYTES, resolveArtifactPath, resolveArtifactPathEffect } from "./artifact-path.ts"
+export * from "./roles.ts"
+export * from "./nats-config.ts"
+export * from "./pki.ts"
+export * from "./auth-init.ts"
+export * from "./client-auth.ts"
+export * from "./server-process.ts"

@@ -1,0 +1,218 @@
+/**
+ * Who may do what on a moa NATS deployment. Each agent gets its own credential; its role
+ * decides which subjects it may publish to and subscribe to. The permissions are plain
+ * nats-server 2.9 user permissions (allow/deny lists, `allow_responses`), rendered into the
+ * server config by `./nats-config.ts`.
+ *
+ * Roles:
+ * - expert:      serves only `moa.<c>.<self>.>`; replies through `allow_responses` (it cannot
+ *                publish to anybody's inbox otherwise); publishes events; pulls only its own
+ *                training jobs; reads the registry KV; reads and writes artifact objects.
+ *                It can NOT publish training jobs, touch other agents' subjects or write the
+ *                registry.
+ * - router:      everything an expert may, plus calling any agent of the cluster except the
+ *                `train` verb and the jobs subjects, plus `$SRV` discovery.
+ * - coordinator: calls any agent, publishes training jobs, manages the cluster's streams, writes
+ *                the registry KV and the artifacts Object Store.
+ * - console:     may only ask the router (and run read-only `$SRV` discovery), reads events.
+ * - admin:       everything (operators, `moa up` creating streams/buckets); keep it off agents.
+ */
+import { checkName } from "@moa/protocol"
+
+export type RoleKind = "expert" | "router" | "coordinator" | "console" | "admin"
+
+export interface Permissions {
+  readonly publish: { readonly allow: ReadonlyArray<string>; readonly deny?: ReadonlyArray<string> }
+  readonly subscribe: { readonly allow: ReadonlyArray<string>; readonly deny?: ReadonlyArray<string> }
+  /** Publishing to reply subjects of received requests (nats-server `allow_responses`). */
+  readonly allowResponses?: { readonly max: number; readonly expires: string }
+}
+
+/** Names of the JetStream resources a cluster uses. */
+export interface ClusterResources {
+  /** Stream holding training jobs, subjects `moa.<cluster>.jobs.<agent>`. */
+  readonly jobsStream: string
+  /** Stream holding round events, subjects `moa.<cluster>.events.>`. */
+  readonly eventsStream: string
+  /** KV bucket of the adapter/router registry. */
+  readonly registryBucket: string
+  /** Object Store bucket for checkpoints and adapters. */
+  readonly artifactsBucket: string
+}
+
+export const defaultResources = (cluster: string): ClusterResources => ({
+  jobsStream: `moa-${cluster}-jobs`,
+  eventsStream: `moa-${cluster}-events`,
+  registryBucket: "moa-registry",
+  artifactsBucket: "moa-artifacts",
+})
+
+/** Subject a training job for `agent` is published on (captured by the jobs stream). */
+export const jobSubject = (cluster: string, agent: string): string => `moa.${cluster}.jobs.${agent}`
+
+/** The inbox prefix a role's connection must use (`inboxPrefix` connection option). */
+export const inboxPrefixFor = (user: string): string => `_INBOX_${user}`
+
+export interface RoleSpec {
+  readonly kind: RoleKind
+  /** Agent name (expert/router/coordinator) or a free name for console/admin credentials. */
+  readonly name: string
+}
+
+export interface ClusterSecuritySpec {
+  readonly cluster: string
+  readonly experts: ReadonlyArray<string>
+  readonly router: string
+  readonly coordinator: string
+  /** Console/client credentials (default: one called "console"). */
+  readonly consoles?: ReadonlyArray<string>
+  /** Admin credentials (default: one called "admin"). */
+  readonly admins?: ReadonlyArray<string>
+  readonly resources?: Partial<ClusterResources>
+  /**
+   * NATS service name each agent registers with (`$SRV.*.<service>`); default: the agent name.
+   * `{cluster}` and `{agent}` are replaced.
+   */
+  readonly serviceName?: string
+}
+
+/** User name of a credential: `<kind>-<name>` (shown in server logs and client names). */
+export const userName = (r: RoleSpec): string => (r.kind === r.name ? r.kind : `${r.kind}-${r.name}`)
+
+const jsRead = (stream: string): Array<string> => [
+  `$JS.API.STREAM.INFO.${stream}`,
+  `$JS.API.STREAM.MSG.GET.${stream}`,
+  `$JS.API.DIRECT.GET.${stream}`,
+  `$JS.API.DIRECT.GET.${stream}.>`,
+  `$JS.API.CONSUMER.CREATE.${stream}`,
+  `$JS.API.CONSUMER.CREATE.${stream}.>`,
+  `$JS.API.CONSUMER.INFO.${stream}.>`,
+  `$JS.API.CONSUMER.DELETE.${stream}.>`,
+  `$JS.API.CONSUMER.MSG.NEXT.${stream}.>`,
+]
+
+const jsManage = (stream: string): Array<string> => [
+  `$JS.API.STREAM.*.${stream}`,
+  `$JS.API.STREAM.MSG.*.${stream}`,
+  `$JS.API.DIRECT.GET.${stream}`,
+  `$JS.API.DIRECT.GET.${stream}.>`,
+  `$JS.API.CONSUMER.*.${stream}`,
+  `$JS.API.CONSUMER.*.${stream}.>`,
+  `$JS.API.CONSUMER.MSG.NEXT.${stream}.>`,
+  `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.>`,
+]
+
+const serviceSubs = (svc: string): Array<string> => [
+  "$SRV.PING",
+  "$SRV.INFO",
+  "$SRV.STATS",
+  `$SRV.*.${svc}`,
+  `$SRV.*.${svc}.*`,
+]
+
+const RESPONSES = { max: 100_000, expires: "15m" } as const
+
+/** Validate a spec and fill defaults; throws with a sentence saying what to fix. */
+export const normalizeSpec = (spec: ClusterSecuritySpec) => {
+  const problems: Array<string> = []
+  const check = (v: unknown, what: string) => {
+    const p = checkName(v, what)
+    if (p) problems.push(p)
+  }
+  check(spec.cluster, "cluster name")
+  if (!Array.isArray(spec.experts) || spec.experts.length === 0) problems.push("at least one expert name is needed (--experts a,b,c)")
+  for (const e of spec.experts ?? []) check(e, "expert name")
+  check(spec.router, "router name")
+  check(spec.coordinator, "coordinator name")
+  const consoles = spec.consoles ?? ["console"]
+  const admins = spec.admins ?? ["admin"]
+  for (const c of consoles) check(c, "console credential name")
+  for (const a of admins) check(a, "admin credential name")
+  const agents = [...(spec.experts ?? []), spec.router, spec.coordinator]
+  const dup = agents.find((a, i) => agents.indexOf(a) !== i)
+  if (dup) problems.push(`agent name ${JSON.stringify(dup)} is used twice; every agent needs its own name`)
+  for (const a of agents) if (a === "events" || a === "jobs") problems.push(`agent name ${JSON.stringify(a)} is reserved (moa.<cluster>.${a}.> is not an agent's subject space)`)
+  if (problems.length > 0) throw new Error(`moa auth: invalid cluster security spec: ${problems.join("; ")}`)
+  const resources = { ...defaultResources(spec.cluster), ...spec.resources }
+  const roles: Array<RoleSpec> = [
+    ...spec.experts.map((name) => ({ kind: "expert" as const, name })),
+    { kind: "router", name: spec.router },
+    { kind: "coordinator", name: spec.coordinator },
+    ...consoles.map((name) => ({ kind: "console" as const, name })),
+    ...admins.map((name) => ({ kind: "admin" as const, name })),
+  ]
+  return { ...spec, consoles, admins, resources, roles, serviceName: spec.serviceName ?? "{agent}" }
+}
+
+export type NormalizedSpec = ReturnType<typeof normalizeSpec>
+
+/** The subject permissions of one role in a cluster. */
+export const permissionsFor = (spec: NormalizedSpec, role: RoleSpec): Permissions | undefined => {
+  const c = spec.cluster
+  const r = spec.resources
+  const kv = `KV_${r.registryBucket}`
+  const obj = `OBJ_${r.artifactsBucket}`
+  const inbox = `${inboxPrefixFor(userName(role))}.>`
+  const svc = spec.serviceName.replaceAll("{cluster}", c).replaceAll("{agent}", role.name)
+  const events = `moa.${c}.events.>`
+  // What every agent process needs: events, registry reads, artifact objects, $SRV for itself.
+  const agentBase = {
+    pub: [events, "$JS.API.INFO", ...jsRead(kv), ...jsRead(obj), `$O.${r.artifactsBucket}.>`, `$JS.API.STREAM.PURGE.${obj}`],
+    sub: [`moa.${c}.${role.name}.>`, inbox, ...serviceSubs(svc)],
+  }
+  switch (role.kind) {
+    case "admin":
+      return undefined // unrestricted
+    case "expert": {
+      const consumer = role.name
+      return {
+        publish: {
+          allow: [
+            ...agentBase.pub,
+            // its own training-job consumer only (created by the coordinator or by itself)
+            `$JS.API.STREAM.INFO.${r.jobsStream}`,
+            `$JS.API.CONSUMER.INFO.${r.jobsStream}.${consumer}`,
+            `$JS.API.CONSUMER.MSG.NEXT.${r.jobsStream}.${consumer}`,
+            `$JS.API.CONSUMER.CREATE.${r.jobsStream}.${consumer}.${jobSubject(c, role.name)}`,
+            `$JS.API.CONSUMER.DURABLE.CREATE.${r.jobsStream}.${consumer}`,
+          ],
+        },
+        subscribe: { allow: agentBase.sub },
+        allowResponses: RESPONSES,
+      }
+    }
+    case "router":
+      return {
+        publish: {
+          allow: [...agentBase.pub, `moa.${c}.>`, "$SRV.>"],
+          deny: [`moa.${c}.jobs.>`, `moa.${c}.*.train`],
+        },
+        subscribe: { allow: agentBase.sub },
+        allowResponses: RESPONSES,
+      }
+    case "coordinator":
+      return {
+        publish: {
+          allow: [
+            ...agentBase.pub,
+            `moa.${c}.>`,
+            "$SRV.>",
+            `$KV.${r.registryBucket}.>`,
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.LIST",
+            ...jsManage(r.jobsStream),
+            ...jsManage(r.eventsStream),
+            ...jsManage(kv),
+            ...jsManage(obj),
+          ],
+        },
+        subscribe: { allow: [...agentBase.sub, events] },
+        allowResponses: RESPONSES,
+      }
+    case "console":
+      return {
+        publish: { allow: [`moa.${c}.${spec.router}.>`, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", "$SRV.*.*", "$SRV.*.*.*"] },
+        subscribe: { allow: [inbox, events] },
+      }
+  }
+}
