@@ -7,3 +7,20 @@ export * from "./simpo_orpo.ts"
 export * from "./kto.ts"
 export * from "./grpo.ts"
 export * from "./ppo.ts"
+export {
+  completionBatch,
+  completionLogps,
+  greedyCompletions,
+  PreferenceDataError,
+  sampleCompletions,
+  tokenLogps,
+  type CompletionBatch,
+  type Encoder,
+  type PolicyModel,
+  type SampleOptions,
+  type TokenCompletion,
+  type TokenLabelled,
+  type TokenPair,
+} from "./policy.ts"
+export * from "./reference.ts"
+export * from "./trainers.ts"
