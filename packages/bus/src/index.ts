@@ -1,1 +1,5 @@
 export * from "./nats-server.ts"
+export * from "./connection.ts"
+export * from "./rpc.ts"
+export * from "./services.ts"
+export * from "./jetstream.ts"
