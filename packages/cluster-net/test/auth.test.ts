@@ -136,7 +136,7 @@ describe("moa auth init output", () => {
     geo.publish("moa.t.events.trained", te.encode("geo v2"))
     for await (const m of events) expect(td.decode(m.data)).toBe("geo v2")
     const names: Array<string> = []
-    for await (const s of await new Svcm(consoleNc).client({ maxWait: 1000 }).ping()) names.push(s.name)
+    for await (const s of await new Svcm(consoleNc).client({ maxWait: 1000, strategy: "timer" }).ping()) names.push(s.name)
     expect(names.sort()).toEqual(["geo", "router"])
     expect(geoErrors).toEqual([])
   })
