@@ -1,0 +1,330 @@
+// Single-process preference trainers on a real model: the pairwise family (DPO and its loss types,
+// IPO, SimPO, ORPO) through one trainer, KTO, and GRPO with online sampling. Each is a straight
+// loop: data → batch → loss → clipped Adam step → metrics. The coordinator's rounds call these.
+import * as tf from "@tensorflow/tfjs"
+import { PreferenceConfigError } from "./config.ts"
+import { dpoConfig, dpoLoss, type DPOConfig, type LossOutput } from "./dpo.ts"
+import { groupAdvantages, grpoLoss, type GRPOConfig } from "./grpo.ts"
+import { ktoLoss, type KTOConfig } from "./kto.ts"
+import { sequenceLogps } from "./ops.ts"
+import {
+  completionBatch,
+  contextOf,
+  optimizerStep,
+  PreferenceDataError,
+  resolveTrainable,
+  rng,
+  sampleCompletions,
+  shuffled,
+  tokenLogps,
+  type PolicyModel,
+  type TokenCompletion,
+  type TokenLabelled,
+  type TokenPair,
+} from "./policy.ts"
+import { klPairs, precomputeLabelledReference, precomputePairReference, type LabelledReference, type PairReference } from "./reference.ts"
+import { orpoConfig, orpoLoss, simpoConfig, simpoLoss, type ORPOConfig, type SimPOConfig } from "./simpo_orpo.ts"
+
+export type PairwiseAlgo = "dpo" | "ipo" | "simpo" | "orpo"
+
+/** A pairwise config tagged with the objective it selects. */
+export type PairwiseConfig = ({ algo: "dpo" } & DPOConfig) | ({ algo: "simpo" } & SimPOConfig) | ({ algo: "orpo" } & ORPOConfig)
+
+/** Build and validate the config of a pairwise objective by name ("ipo" = DPO with lossType "ipo"). */
+export function pairwiseConfig(algo: PairwiseAlgo, given: Record<string, unknown> = {}): PairwiseConfig {
+  switch (algo) {
+    case "dpo":
+      return { algo: "dpo", ...dpoConfig(given as Partial<DPOConfig>) }
+    case "ipo":
+      return { algo: "dpo", ...dpoConfig({ lossType: "ipo", ...(given as Partial<DPOConfig>) }) }
+    case "simpo":
+      return { algo: "simpo", ...simpoConfig(given as Partial<SimPOConfig>) }
+    case "orpo":
+      return { algo: "orpo", ...orpoConfig(given as Partial<ORPOConfig>) }
+    default:
+      throw new PreferenceConfigError("pairwiseConfig", "algo", `must be one of "dpo", "ipo", "simpo", "orpo", got ${JSON.stringify(algo)}`)
+  }
+}
+
+export interface TrainOptions {
+  /** Called after every optimizer step with the loss and TRL's metrics. */
+  onStep?: (step: number, metrics: Record<string, number>) => void
+  /** Defaults to Adam at config.learningRate. */
+  optimizer?: tf.Optimizer
+  /** Folder for the reference log-prob cache (see reference.ts). */
+  cacheDir?: string
+}
+
+export interface TrainResult {
+  steps: number
+  /** One entry per step: loss, grad_norm and the objective's metrics. */
+  history: Record<string, number>[]
+  /** Cache key of the reference log-probs used, and whether they came from the cache. */
+  reference?: { key: string; fromCache: boolean }
+}
+
+function totalSteps(n: number, cfg: { batchSize: number; numEpochs: number; maxSteps: number }): number {
+  return cfg.maxSteps > 0 ? cfg.maxSteps : cfg.numEpochs * Math.ceil(n / cfg.batchSize)
+}
+
+/** Yields batches of indices: shuffled each epoch, seeded. */
+function* batches(n: number, batchSize: number, seed: number): Generator<number[]> {
+  const random = rng(seed)
+  const all = Array.from({ length: n }, (_, i) => i)
+  let order: number[] = []
+  for (;;) {
+    if (order.length === 0) order = shuffled(all, random)
+    yield order.splice(0, batchSize)
+  }
+}
+
+function checkAll(items: TokenCompletion[], ctx: number | undefined, what: string) {
+  // builds and frees each example's batch once, so a bad example fails before any training
+  items.forEach((it, i) => {
+    try {
+      const b = completionBatch([it], ctx, what)
+      tf.dispose([b.ids, b.targets, b.mask])
+    } catch (e) {
+      throw new PreferenceDataError((e as Error).message.replace(`${what} 0`, `${what} ${i}`))
+    }
+  })
+}
+
+/**
+ * Train on prompt/chosen/rejected pairs with DPO (any loss type), IPO, SimPO or ORPO, chosen by
+ * `config.algo` (a plain DPOConfig means DPO). DPO needs the reference's log-probs: they are computed
+ * once from the model as it is when training starts (and cached under options.cacheDir), unless
+ * `options.reference` gives them.
+ */
+export function trainDPO(
+  model: PolicyModel,
+  pairs: TokenPair[],
+  config: PairwiseConfig | DPOConfig,
+  trainableVars?: tf.Variable[],
+  options: TrainOptions & { reference?: PairReference[] } = {},
+): TrainResult {
+  const cfg: PairwiseConfig = "algo" in config ? (config as PairwiseConfig) : { algo: "dpo", ...config }
+  if (pairs.length === 0) throw new PreferenceDataError("trainDPO: no pairs; pass at least one {prompt, chosen, rejected}")
+  const ctx = contextOf(model)
+  checkAll(pairs.map((p) => ({ prompt: p.prompt, completion: p.chosen })), ctx, "pair (chosen)")
+  checkAll(pairs.map((p) => ({ prompt: p.prompt, completion: p.rejected })), ctx, "pair (rejected)")
+  const vars = resolveTrainable(model, trainableVars)
+
+  let ref: PairReference[] | undefined
+  let refInfo: TrainResult["reference"]
+  if (cfg.algo === "dpo" && !cfg.referenceFree) {
+    if (options.reference) {
+      if (options.reference.length !== pairs.length)
+        throw new PreferenceDataError(`trainDPO: ${options.reference.length} reference entries for ${pairs.length} pairs; compute them on the same pairs`)
+      ref = options.reference
+    } else {
+      const r = precomputePairReference(model, pairs, { cacheDir: options.cacheDir })
+      ref = r.values
+      refInfo = { key: r.key, fromCache: r.fromCache }
+    }
+  }
+
+  const optimizer = options.optimizer ?? tf.train.adam(cfg.learningRate)
+  const steps = totalSteps(pairs.length, cfg)
+  const history: Record<string, number>[] = []
+  const it = batches(pairs.length, cfg.batchSize, cfg.seed)
+  for (let step = 1; step <= steps; step++) {
+    const idx = it.next().value as number[]
+    const batch = idx.map((i) => pairs[i])
+    const metrics = optimizerStep(optimizer, vars, cfg.maxGradNorm, () => {
+      const cb = completionBatch(batch.map((p) => ({ prompt: p.prompt, completion: p.chosen })), ctx, "pair")
+      const rb = completionBatch(batch.map((p) => ({ prompt: p.prompt, completion: p.rejected })), ctx, "pair")
+      const cl = tokenLogps(model, cb) // [B,Lc]
+      const rl = tokenLogps(model, rb) // [B,Lr]
+      return pairwiseLoss(cfg, { cl, cm: cb.mask, rl, rm: rb.mask }, ref && idx.map((i) => ref![i]))
+    })
+    history.push(metrics)
+    options.onStep?.(step, metrics)
+  }
+  if (!options.optimizer) optimizer.dispose()
+  return { steps, history, reference: refInfo }
+}
+
+function pairwiseLoss(
+  cfg: PairwiseConfig,
+  t: { cl: tf.Tensor2D; cm: tf.Tensor2D; rl: tf.Tensor2D; rm: tf.Tensor2D },
+  ref: PairReference[] | undefined,
+): LossOutput {
+  switch (cfg.algo) {
+    case "dpo": {
+      const average = cfg.lossType === "ipo" // TRL averages log-probs over tokens for IPO
+      const zeros = new Array<number>(t.cl.shape[0]).fill(0) // referenceFree: the loss ignores them
+      const refC = ref ? ref.map((r) => (average ? r.chosen / r.chosenTokens : r.chosen)) : zeros
+      const refR = ref ? ref.map((r) => (average ? r.rejected / r.rejectedTokens : r.rejected)) : zeros
+      return dpoLoss(
+        {
+          policyChosenLogps: sequenceLogps(t.cl, t.cm, average),
+          policyRejectedLogps: sequenceLogps(t.rl, t.rm, average),
+          refChosenLogps: tf.tensor1d(refC),
+          refRejectedLogps: tf.tensor1d(refR),
+        },
+        cfg,
+      )
+    }
+    case "simpo":
+      return simpoLoss({ chosenLogps: t.cl, chosenMask: t.cm, rejectedLogps: t.rl, rejectedMask: t.rm }, cfg)
+    case "orpo":
+      return orpoLoss({ chosenLogps: t.cl, chosenMask: t.cm, rejectedLogps: t.rl, rejectedMask: t.rm }, cfg)
+  }
+}
+
+/**
+ * Train on prompt/completion/label examples with KTO. The KL term uses mismatched pairs built inside
+ * chunks of batchSize (TRL's `_get_kl_dataset`); its policy log-probs are taken without gradient.
+ */
+export function trainKTO(
+  model: PolicyModel,
+  examples: TokenLabelled[],
+  config: KTOConfig,
+  trainableVars?: tf.Variable[],
+  options: TrainOptions & { reference?: LabelledReference[] } = {},
+): TrainResult {
+  if (examples.length < 2) throw new PreferenceDataError("trainKTO: needs at least 2 examples (the KL estimate pairs each prompt with another example's completion)")
+  examples.forEach((e, i) => {
+    if (typeof e.label !== "boolean") throw new PreferenceDataError(`example ${i}: label must be true (desirable) or false (undesirable), got ${JSON.stringify(e.label)}`)
+  })
+  const ctx = contextOf(model)
+  checkAll(examples, ctx, "example")
+  const kl = klPairs(examples, config.batchSize)
+  checkAll(kl, ctx, "KL pair")
+  const vars = resolveTrainable(model, trainableVars)
+  let ref = options.reference
+  let refInfo: TrainResult["reference"]
+  if (!ref) {
+    const r = precomputeLabelledReference(model, examples, config.batchSize, { cacheDir: options.cacheDir })
+    ref = r.values
+    refInfo = { key: r.key, fromCache: r.fromCache }
+  } else if (ref.length !== examples.length) {
+    throw new PreferenceDataError(`trainKTO: ${ref.length} reference entries for ${examples.length} examples; compute them on the same examples`)
+  }
+  const optimizer = options.optimizer ?? tf.train.adam(config.learningRate)
+  const steps = totalSteps(examples.length, config)
+  const history: Record<string, number>[] = []
+  const it = batches(examples.length, config.batchSize, config.seed)
+  const useKL = config.lossType === "kto"
+  for (let step = 1; step <= steps; step++) {
+    const idx = it.next().value as number[]
+    const policyKL = useKL
+      ? tf.tidy(() => {
+          const b = completionBatch(idx.map((i) => kl[i]), ctx, "KL pair")
+          return sequenceLogps(tokenLogps(model, b), b.mask)
+        })
+      : undefined
+    const metrics = optimizerStep(optimizer, vars, config.maxGradNorm, () => {
+      const b = completionBatch(idx.map((i) => examples[i]), ctx, "example")
+      return ktoLoss(
+        {
+          policyLogps: sequenceLogps(tokenLogps(model, b), b.mask),
+          refLogps: tf.tensor1d(idx.map((i) => ref![i].completion)),
+          labels: tf.tensor1d(idx.map((i) => (examples[i].label ? 1 : 0))),
+          policyKLLogps: policyKL,
+          refKLLogps: useKL ? tf.tensor1d(idx.map((i) => ref![i].kl)) : undefined,
+        },
+        config,
+      )
+    })
+    policyKL?.dispose()
+    history.push(metrics)
+    options.onStep?.(step, metrics)
+  }
+  if (!options.optimizer) optimizer.dispose()
+  return { steps, history, reference: refInfo }
+}
+
+/** One sampled completion handed to a reward function. */
+export interface Sample {
+  promptIndex: number
+  prompt: number[]
+  completion: number[]
+}
+
+/** Scores a batch of samples; one finite number per sample (may be async, e.g. a judge over NATS). */
+export type RewardFn = (samples: Sample[]) => number[] | Promise<number[]>
+
+export interface GRPOOptions extends TrainOptions {
+  /** Sampling stops at this token (kept in the completion and in the loss). */
+  eosTokenId?: number
+  /** A frozen model for the KL term when config.beta > 0 (e.g. the base with adapters off). */
+  reference?: PolicyModel
+}
+
+/**
+ * GRPO: for each batch of prompts, sample numGenerations completions per prompt with the model,
+ * score them with `rewardFn`, normalise the rewards inside each group, and take numIterations
+ * clipped policy-gradient steps. Metrics per step: reward, reward_std, frac_reward_zero_std,
+ * completion_length, the loss's clip ratios and kl.
+ */
+export async function trainGRPO(
+  model: PolicyModel,
+  prompts: number[][],
+  rewardFn: RewardFn,
+  config: GRPOConfig,
+  trainableVars?: tf.Variable[],
+  options: GRPOOptions = {},
+): Promise<TrainResult> {
+  if (prompts.length === 0) throw new PreferenceDataError("trainGRPO: no prompts; pass at least one prompt (token ids)")
+  if (config.beta > 0 && !options.reference)
+    throw new PreferenceConfigError("GRPOConfig", "beta", "is > 0, so the KL term needs options.reference (a frozen model); pass one or set beta to 0")
+  const ctx = contextOf(model)
+  prompts.forEach((p, i) => {
+    if (!Array.isArray(p) || p.length === 0 || !p.every((x) => Number.isInteger(x) && x >= 0))
+      throw new PreferenceDataError(`prompt ${i}: must be a non-empty array of token ids`)
+    if (ctx !== undefined && p.length + config.maxCompletionLength - 1 > ctx)
+      throw new PreferenceDataError(
+        `prompt ${i}: ${p.length} tokens + maxCompletionLength ${config.maxCompletionLength} exceed the model's context ${ctx}; shorten the prompt or lower maxCompletionLength`,
+      )
+  })
+  const vars = resolveTrainable(model, trainableVars)
+  const optimizer = options.optimizer ?? tf.train.adam(config.learningRate)
+  const random = rng(config.seed + 1)
+  const steps = totalSteps(prompts.length, config)
+  const history: Record<string, number>[] = []
+  const it = batches(prompts.length, config.batchSize, config.seed)
+  const G = config.numGenerations
+  for (let step = 1; step <= steps; step++) {
+    const idx = it.next().value as number[]
+    const samples: Sample[] = []
+    for (const i of idx) {
+      const outs = sampleCompletions(model, prompts[i], { n: G, maxTokens: config.maxCompletionLength, temperature: config.temperature, eosTokenId: options.eosTokenId, random })
+      for (const c of outs) samples.push({ promptIndex: i, prompt: prompts[i], completion: c })
+    }
+    let rewards: number[]
+    try {
+      rewards = await rewardFn(samples)
+    } catch (e) {
+      throw new Error(`trainGRPO: the reward function threw at step ${step}: ${(e as Error).message}`)
+    }
+    if (!Array.isArray(rewards) || rewards.length !== samples.length)
+      throw new Error(`trainGRPO: the reward function returned ${Array.isArray(rewards) ? rewards.length : typeof rewards} values for ${samples.length} samples; return one number per sample`)
+    const bad = rewards.findIndex((r) => typeof r !== "number" || !Number.isFinite(r))
+    if (bad >= 0) throw new Error(`trainGRPO: reward ${bad} is ${rewards[bad]}; rewards must be finite numbers`)
+
+    const batch = completionBatch(samples, ctx, "sample")
+    const adv = groupAdvantages(tf.tensor1d(rewards), G, config.scaleRewards)
+    const old = config.numIterations > 1 ? tf.tidy(() => tokenLogps(model, batch, config.temperature)) : undefined
+    const ref = config.beta > 0 ? tf.tidy(() => tokenLogps(options.reference!, batch, config.temperature)) : undefined
+    const rewardMetrics: Record<string, number> = {}
+    for (const [k, v] of Object.entries(adv.metrics)) rewardMetrics[k] = v.dataSync()[0]
+    tf.dispose(Object.values(adv.metrics))
+    rewardMetrics["completion_length"] = samples.reduce((s, x) => s + x.completion.length, 0) / samples.length
+    let metrics: Record<string, number> = {}
+    for (let k = 0; k < config.numIterations; k++) {
+      metrics = optimizerStep(optimizer, vars, config.maxGradNorm, () =>
+        grpoLoss({ logps: tokenLogps(model, batch, config.temperature), oldLogps: old, refLogps: ref, mask: batch.mask, advantages: adv.advantages }, config),
+      )
+    }
+    tf.dispose([batch.ids, batch.targets, batch.mask, adv.advantages])
+    if (old) old.dispose()
+    if (ref) ref.dispose()
+    const all = { ...rewardMetrics, ...metrics }
+    history.push(all)
+    options.onStep?.(step, all)
+  }
+  if (!options.optimizer) optimizer.dispose()
+  return { steps, history }
+}
