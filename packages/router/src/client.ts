@@ -55,7 +55,17 @@ export class ExpertFailure extends Error {
 
 // The protocol's wire format: msgpack (plain maps) in an envelope { v: 1, d: payload }.
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: true })
-export const packEnvelope = (d: unknown): Uint8Array => packr.pack({ v: 1, d })
+/** Drop `undefined` fields (msgpack has no "absent"; other languages would see nil). */
+const defined = (u: unknown): unknown => {
+  if (Array.isArray(u)) return u.map(defined)
+  if (u !== null && typeof u === "object" && !ArrayBuffer.isView(u)) {
+    const o: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(u)) if (v !== undefined) o[k] = defined(v)
+    return o
+  }
+  return u
+}
+export const packEnvelope = (d: unknown): Uint8Array => packr.pack({ v: 1, d: defined(d) })
 export const unpackEnvelope = (bytes: Uint8Array): unknown => {
   const raw = packr.unpack(bytes) as any
   return raw !== null && typeof raw === "object" && "v" in raw && "d" in raw ? raw.d : raw

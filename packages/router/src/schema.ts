@@ -5,7 +5,8 @@ import { Schema } from "effect"
 
 const NonNegInt = Schema.Int.pipe(Schema.nonNegative())
 const PosInt = Schema.Int.pipe(Schema.positive())
-const Prob = Schema.Number.pipe(Schema.between(0, 1))
+// probabilities are plain numbers (a renormalised 1.0000000002 must not fail the encoding)
+const Prob = Schema.Number
 const Ms = Schema.Number.pipe(Schema.nonNegative())
 
 export const RouteMode = Schema.Literal("single", "moe", "moa", "self-moa")
