@@ -76,10 +76,10 @@ describe("JSONL readers", () => {
   it("refuses a prompt longer than the context", () => {
     const recs = parseJsonl('{"prompt":"ab","completion":"c"}\n{"prompt":"abcdefghij","completion":"k"}', "long.jsonl")
     const encode = (s: string) => [...s].map((c) => c.charCodeAt(0))
-    expect(() => checkLengths(recs.slice(0, 1), "long.jsonl", encode, 8)).not.toThrow()
+    expect(() => checkLengths(recs.slice(0, 1), "long.jsonl", encode, 8)).not.toThrow() // 2 + 1 + 2 markers
     const e = errorOf(() => checkLengths(recs, "long.jsonl", encode, 8))
     expect([e.line, e.field]).toEqual([2, "prompt"])
-    expect(e.message).toMatch(/10 tokens, longer than the model's context of 8/)
+    expect(e.message).toMatch(/is 10 tokens \(12 with the bos\/sep markers\).*context of 8/)
   })
 
   it("round-trips through writeJsonl", () => {

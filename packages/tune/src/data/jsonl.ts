@@ -204,13 +204,14 @@ export const checkLengths = (
           : r.shape === "prompt"
             ? [["prompt", r.prompt]]
             : [["completion", r.prompt + r.completion]]
+    // the model's row: [bos] prompt [sep] completion [eos]; its input is all but the last token
     const pLen = "prompt" in r ? encode(r.prompt).length : 0
-    if (pLen >= contextLength)
-      throw new DataError({ file, line: r.line, field: "prompt", message: `is ${pLen} tokens, longer than the model's context of ${contextLength}; shorten it or use a model with a longer context` })
+    if (pLen + 2 >= contextLength)
+      throw new DataError({ file, line: r.line, field: "prompt", message: `is ${pLen} tokens (${pLen + 2} with the bos/sep markers), leaving no room for an answer in the model's context of ${contextLength}; shorten it or use a model with a longer context` })
     for (const [field, t] of texts) {
-      const n = encode(t).length + 1
+      const n = encode(t).length + 2
       if (n > contextLength)
-        throw new DataError({ file, line: r.line, field, message: `prompt + ${field} is ${n} tokens (with the end marker), longer than the model's context of ${contextLength}; shorten it or use a model with a longer context` })
+        throw new DataError({ file, line: r.line, field, message: `prompt + ${field} is ${n} tokens (with the bos/sep/eos markers), longer than the model's context of ${contextLength}; shorten it or use a model with a longer context` })
     }
   }
 }
