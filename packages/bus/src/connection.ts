@@ -102,5 +102,15 @@ export const NatsLive = (opts: NatsOptions): Layer.Layer<Nats, MoaError> =>
 export const NatsFromConnection = (nc: NatsConnection, options: NatsOptions = { servers: nc.getServer() }): Layer.Layer<Nats> =>
   Layer.succeed(Nats, { nc, options })
 
-/** Connection status changes (disconnect, reconnect, …) as a Stream. */
-export const statusStream = (nc: NatsConnection): Stream.Stream<Status> => Stream.fromAsyncIterable(nc.status(), () => undefined as never)
+/**
+ * Connection status changes (disconnect, reconnect, …) as a Stream; ends when the connection
+ * closes. (Not Stream.fromAsyncIterable: its finalizer awaits the iterator's return(), which
+ * nats.js resolves only at close, so interrupting it would hang.)
+ */
+export const statusStream = (nc: NatsConnection): Stream.Stream<Status> =>
+  Stream.async<Status>((emit) => {
+    void (async () => {
+      for await (const s of nc.status()) void emit.single(s)
+      void emit.end()
+    })().catch(() => emit.end())
+  })

@@ -60,19 +60,33 @@ const encoderFor = <A, I>(schema: Schema.Schema<A, I, never>) => {
 export const decodeValueEither = <A, I>(schema: Schema.Schema<A, I, never>, payload: unknown, what = "invalid message"): Either.Either<A, MoaError> =>
   Either.mapLeft(decoderFor(schema)(payload), (e) => parseErrorToMoa(e, what))
 
+/**
+ * Envelope metadata that travels beside the payload. `dl` is the caller's deadline
+ * (epoch milliseconds): a server may skip work nobody waits for any more.
+ */
+export interface EnvelopeMeta {
+  readonly dl?: number
+}
+
+/** The decoded envelope: protocol version, payload, metadata. */
+export interface Envelope extends EnvelopeMeta {
+  readonly v: number
+  readonly d: unknown
+}
+
 /** Encode to wire bytes: schema-encode `value`, wrap in the envelope, msgpack it. */
-export const encodeEither = <A, I>(schema: Schema.Schema<A, I, never>, value: A): Either.Either<Uint8Array, MoaError> =>
+export const encodeEither = <A, I>(schema: Schema.Schema<A, I, never>, value: A, meta?: EnvelopeMeta): Either.Either<Uint8Array, MoaError> =>
   Either.match(encoderFor(schema)(value), {
     onLeft: (e) => Either.left(moaError("INTERNAL", parseErrorToMoa(e, "cannot encode message").message)),
-    onRight: (d) => Either.right(packr.pack({ v: PROTOCOL_VERSION, d })),
+    onRight: (d) => Either.right(packr.pack(meta?.dl !== undefined ? { v: PROTOCOL_VERSION, d, dl: meta.dl } : { v: PROTOCOL_VERSION, d })),
   })
 
 /** Encode or throw (the MoaError). */
-export const encodeSync = <A, I>(schema: Schema.Schema<A, I, never>, value: A): Uint8Array =>
-  Either.getOrThrowWith(encodeEither(schema, value), (e) => e)
+export const encodeSync = <A, I>(schema: Schema.Schema<A, I, never>, value: A, meta?: EnvelopeMeta): Uint8Array =>
+  Either.getOrThrowWith(encodeEither(schema, value, meta), (e) => e)
 
 /** Unwrap the envelope without decoding the payload. */
-export const openEnvelope = (bytes: Uint8Array): Either.Either<unknown, MoaError> => {
+export const openEnvelope = (bytes: Uint8Array): Either.Either<Envelope, MoaError> => {
   if (bytes.length === 0) return Either.left(moaError("DECODE_ERROR", "empty message: expected a msgpack envelope { v, d }"))
   let raw: unknown
   try {
@@ -91,12 +105,12 @@ export const openEnvelope = (bytes: Uint8Array): Either.Either<unknown, MoaError
       moaError("VERSION_MISMATCH", `protocol version ${String(env.v)} is not supported; this side speaks version ${PROTOCOL_VERSION}`, { field: "v" }),
     )
   }
-  return Either.right(env.d)
+  return Either.right(env as Envelope)
 }
 
 /** Decode wire bytes through a schema; a `MoaError` (DECODE_ERROR / VERSION_MISMATCH / BAD_REQUEST with `field`) on failure. */
 export const decodeEither = <A, I>(schema: Schema.Schema<A, I, never>, bytes: Uint8Array, what = "invalid message"): Either.Either<A, MoaError> =>
-  Either.flatMap(openEnvelope(bytes), (d) => decodeValueEither(schema, d, what))
+  Either.flatMap(openEnvelope(bytes), (env) => decodeValueEither(schema, env.d, what))
 
 /** Decode or throw (the MoaError). */
 export const decodeSync = <A, I>(schema: Schema.Schema<A, I, never>, bytes: Uint8Array): A =>

@@ -11,8 +11,13 @@ export interface VerbSpec<Req = any, Res = any, Chunk = any> {
   readonly response: Schema.Schema<Res, any, never>
   /** Present when the verb can answer with a stream. */
   readonly chunk?: Schema.Schema<Chunk, any, never>
+  // Method syntax on purpose: bivariant parameters, so any VerbSpec<X, Y, Z> is a VerbSpec<any, any, any>.
   /** Whether a request asks for a streamed reply (default: never). */
-  readonly isStream?: (req: Req) => boolean
+  isStream?(req: Req): boolean
+  /** Fold chunks into one reply (lets a streaming handler answer a non-streaming request). */
+  collect?(chunks: ReadonlyArray<Chunk>): Res
+  /** Turn one reply into a chunk (lets a plain handler answer a streaming request). */
+  toChunk?(res: Res): Chunk
   readonly description?: string
 }
 
@@ -22,6 +27,8 @@ export const defineVerb = <Req, ReqI, Res, ResI, Chunk = never, ChunkI = never>(
   readonly response: Schema.Schema<Res, ResI, never>
   readonly chunk?: Schema.Schema<Chunk, ChunkI, never>
   readonly isStream?: (req: Req) => boolean
+  readonly collect?: (chunks: ReadonlyArray<Chunk>) => Res
+  readonly toChunk?: (res: Res) => Chunk
   readonly description?: string
 }): VerbSpec<Req, Res, Chunk> => spec
 
@@ -31,6 +38,17 @@ export const GenerateVerb = defineVerb({
   response: GenerateResponse,
   chunk: GenerateChunk,
   isStream: (r) => r.stream === true,
+  collect: (chunks) => {
+    const last = chunks[chunks.length - 1]
+    const logprobs = chunks.flatMap((c) => (c.logprob === undefined ? [] : [c.logprob]))
+    return {
+      text: chunks.map((c) => c.text).join(""),
+      tokens: last?.tokens ?? chunks.filter((c) => c.text.length > 0).length,
+      finishReason: last?.finishReason ?? "stop",
+      ...(logprobs.length > 0 ? { logprobs } : {}),
+    }
+  },
+  toChunk: (res) => ({ index: 0, text: res.text, done: true, finishReason: res.finishReason, tokens: res.tokens }),
   description: "continue a prompt (optionally streamed)",
 })
 

@@ -1,1 +1,8 @@
-export {}
+export * from "./roles.ts"
+export * from "./define.ts"
+export * from "./validate.ts"
+export * from "./client.ts"
+export * from "./logger.ts"
+export * from "./stats.ts"
+export { startAgentServer, type AgentServer, type ServerConfig } from "./server.ts"
+export { runAgent, startAgent, type RunAgentOptions } from "./agent.ts"

@@ -1,0 +1,381 @@
+/**
+ * The serving core of an agent process: one NATS service (name = agent) with one endpoint
+ * `moa.<cluster>.<agent>.*` that dispatches on the verb, validates each request at the
+ * boundary, runs handlers under a bounded in-flight limit (plus a bounded wait queue) and
+ * answers with a reply, a stream of chunks or a typed error.
+ *
+ * The hot path is plain TypeScript (no fiber per request) so the runtime adds little to a
+ * bare NATS round trip; Effect-returning handlers run on the agent's Effect runtime.
+ */
+import { hostname } from "node:os"
+import { performance } from "node:perf_hooks"
+import type { NatsConnection } from "@nats-io/nats-core"
+import type { Service, ServiceMsg } from "@nats-io/services"
+import { Svcm } from "@nats-io/services"
+import { Cause, Effect, Either, Exit, Runtime } from "effect"
+import {
+  AgentEvent,
+  AnyValue,
+  BuiltinVerbs,
+  decodeValueEither,
+  encodeEither,
+  encodeSync,
+  eventSubject,
+  HealthVerb,
+  InfoVerb,
+  moaError,
+  MoaError,
+  openEnvelope,
+  PROTOCOL_VERSION,
+  StandardVerbs,
+  toMoaError,
+  type AgentInfo,
+  type Health,
+  type VerbSpec,
+} from "@moa/protocol"
+import { respondError, streamReplier } from "@moa/bus"
+import type { Logger } from "pino"
+import type { AgentDefinition, AnyHandler, Handler, HandlerContext, SetupContext } from "./define.ts"
+import { LatencyWindow, type AgentStatsData } from "./stats.ts"
+
+interface ResolvedVerb {
+  readonly name: string
+  readonly spec: VerbSpec<any, any, any>
+  readonly handle: Handler<any, any, any, any>
+  readonly stats: LatencyWindow
+}
+
+const GenericSpec = (name: string): VerbSpec<unknown, unknown, unknown> => ({ name, request: AnyValue, response: AnyValue, chunk: AnyValue })
+
+const resolveVerb = (name: string, h: AnyHandler<any>): ResolvedVerb => {
+  if (typeof h === "function") {
+    const std = (StandardVerbs as unknown as Record<string, VerbSpec>)[name]
+    return { name, spec: std ?? GenericSpec(name), handle: h, stats: new LatencyWindow() }
+  }
+  return { name, spec: { ...h.spec, name }, handle: h.handle, stats: new LatencyWindow() }
+}
+
+const isAsyncIterable = (u: unknown): u is AsyncIterable<unknown> =>
+  u != null && typeof (u as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function"
+const isPromiseLike = (u: unknown): u is PromiseLike<unknown> => u != null && typeof (u as PromiseLike<unknown>).then === "function"
+
+export interface ServerConfig {
+  readonly def: AgentDefinition<any>
+  readonly cluster: string
+  readonly replica: number
+  readonly replicas: number
+  readonly nc: NatsConnection
+  readonly state: unknown
+  readonly log: Logger
+  readonly setupContext: Omit<SetupContext, "setBackend" | "setMetadata">
+  readonly backend: string
+  readonly metadata: Record<string, string>
+  /** Runs Effect-returning handlers (default: the default Effect runtime). */
+  readonly runtime?: Runtime.Runtime<never>
+}
+
+export interface AgentServer {
+  readonly service: Service
+  readonly id: string
+  /** Stop taking requests, finish those in flight (up to `timeoutMs`), then resolve. */
+  readonly drain: (timeoutMs?: number) => Promise<void>
+  readonly stats: () => AgentStatsData
+  readonly health: () => Health
+  readonly info: () => AgentInfo
+  readonly emit: (kind: string, data?: unknown) => void
+}
+
+/** Register the agent as a NATS service and start serving. */
+export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> => {
+  const { def, cluster, nc, log } = cfg
+  const rt = cfg.runtime ?? Runtime.defaultRuntime
+  const runExit = Runtime.runPromiseExit(rt)
+  const group = `moa.${cluster}.${def.name}`
+  const prefixLen = group.length + 1
+  const startedAt = new Date()
+  const verbs = new Map<string, ResolvedVerb>()
+  for (const [name, h] of Object.entries(def.handlers)) if (h) verbs.set(name, resolveVerb(name, h))
+  const total = new LatencyWindow()
+  const verbList = () => [...verbs.keys()].sort().join(", ")
+
+  let inFlight = 0
+  let draining = false
+  const queue: Array<() => void> = []
+  const controllers = new Set<AbortController>()
+  let idleWaiters: Array<() => void> = []
+
+  const emit = (kind: string, data?: unknown) => {
+    try {
+      nc.publish(
+        eventSubject(cluster, kind),
+        encodeSync(AgentEvent, { kind, cluster, agent: def.name, id: service?.info().id, at: new Date().toISOString(), data }),
+      )
+    } catch (e) {
+      log.debug({ err: e }, "could not publish event")
+    }
+  }
+
+  const baseCtx = cfg.setupContext
+  const makeCtx = (verbName: string, deadline: number, reqLog?: Logger): HandlerContext<any> & { abort?: AbortController } => {
+    let ac: AbortController | undefined
+    let timer: NodeJS.Timeout | undefined
+    const ctx = {
+      ...baseCtx,
+      state: cfg.state,
+      verb: verbName,
+      deadline,
+      emit,
+      log: reqLog ?? log,
+      get signal(): AbortSignal {
+        if (!ac) {
+          ac = new AbortController()
+          controllers.add(ac)
+          const a = ac
+          timer = setTimeout(() => a.abort(moaError("TIMEOUT", `deadline passed while serving ${verbName}`)), Math.max(0, deadline - Date.now()))
+          timer.unref()
+        }
+        return ac.signal
+      },
+      done() {
+        if (timer) clearTimeout(timer)
+        if (ac) controllers.delete(ac)
+      },
+    }
+    return ctx
+  }
+
+  const finish = (v: ResolvedVerb | undefined, t0: number, failed: boolean) => {
+    const ms = performance.now() - t0
+    total.record(ms, failed)
+    v?.stats.record(ms, failed)
+  }
+
+  const fail = (reply: string, err: MoaError, v: ResolvedVerb | undefined, t0: number) => {
+    respondError(nc, reply, err)
+    finish(v, t0, true)
+  }
+
+  const runEffect = async (eff: Effect.Effect<unknown, unknown, never>, deadline: number): Promise<unknown> => {
+    const ms = Math.max(1, deadline - Date.now())
+    const exit = await runExit(Effect.timeoutFail(eff, { duration: ms, onTimeout: () => moaError("TIMEOUT", `handler exceeded the caller's deadline (${ms} ms)`) }))
+    if (Exit.isSuccess(exit)) return exit.value
+    throw Cause.squash(exit.cause)
+  }
+
+  const sendStream = async (v: ResolvedVerb, reply: string, it: AsyncIterable<unknown>, deadline: number) => {
+    const out = streamReplier(nc, reply)
+    const chunkSchema = v.spec.chunk ?? AnyValue
+    for await (const chunk of it) {
+      if (Date.now() > deadline) throw moaError("TIMEOUT", `stream for ${v.name} passed the caller's deadline`)
+      const bytes = encodeEither(chunkSchema, chunk)
+      if (Either.isLeft(bytes)) throw moaError("INTERNAL", `handler for "${v.name}" yielded an invalid chunk: ${bytes.left.message}`)
+      out.chunk(bytes.right)
+    }
+    out.end()
+  }
+
+  const run = async (v: ResolvedVerb, req: unknown, reply: string, deadline: number, wantsStream: boolean, t0: number) => {
+    inFlight++
+    const ctx = makeCtx(v.name, deadline)
+    let failed = false
+    try {
+      let out: unknown = v.handle(req, ctx)
+      if (isPromiseLike(out)) out = await out
+      if (Effect.isEffect(out)) out = await runEffect(out as Effect.Effect<unknown, unknown, never>, deadline)
+      if (isAsyncIterable(out)) {
+        if (wantsStream) await sendStream(v, reply, out, deadline)
+        else if (v.spec.collect) {
+          const chunks: Array<unknown> = []
+          for await (const c of out) chunks.push(c)
+          respond(v, reply, v.spec.collect(chunks))
+        } else throw moaError("INTERNAL", `handler for "${v.name}" returned a stream but the request is not a streaming one`)
+      } else if (wantsStream) {
+        const s = streamReplier(nc, reply)
+        const chunk = v.spec.toChunk ? v.spec.toChunk(out) : out
+        const bytes = encodeEither(v.spec.chunk ?? AnyValue, chunk)
+        if (Either.isLeft(bytes)) throw moaError("INTERNAL", `handler for "${v.name}" returned an invalid reply: ${bytes.left.message}`)
+        s.chunk(bytes.right)
+        s.end()
+      } else respond(v, reply, out)
+    } catch (e) {
+      failed = true
+      const err = toMoaError(e)
+      if (err.code === "INTERNAL") log.error({ verb: v.name, err: e instanceof Error ? { message: e.message, stack: e.stack } : e }, "handler failed")
+      respondError(nc, reply, err)
+    } finally {
+      ;(ctx as unknown as { done: () => void }).done()
+      inFlight--
+      finish(v, t0, failed)
+      next()
+    }
+  }
+
+  const respond = (v: ResolvedVerb, reply: string, value: unknown) => {
+    const bytes = encodeEither(v.spec.response, value)
+    if (Either.isLeft(bytes)) {
+      throw moaError("INTERNAL", `handler for "${v.name}" returned an invalid reply — ${bytes.left.message}`, { field: bytes.left.field })
+    }
+    if (reply) nc.publish(reply, bytes.right)
+  }
+
+  const next = () => {
+    while (inFlight < def.concurrency && queue.length > 0) queue.shift()!()
+    if (inFlight === 0 && queue.length === 0 && idleWaiters.length > 0) {
+      const ws = idleWaiters
+      idleWaiters = []
+      for (const w of ws) w()
+    }
+  }
+
+  const onMessage = (err: Error | null, msg: ServiceMsg) => {
+    if (err) {
+      log.error({ err }, "service subscription failed")
+      return
+    }
+    const t0 = performance.now()
+    const reply = msg.reply ?? ""
+    const verbName = msg.subject.slice(prefixLen)
+    const v = verbs.get(verbName)
+    if (!v) {
+      return fail(reply, moaError("UNKNOWN_VERB", `agent "${def.name}" has no verb "${verbName}"; it answers: ${verbList()}`, { field: "verb" }), undefined, t0)
+    }
+    const data = msg.data
+    if (data.length > def.maxPayload) {
+      return fail(
+        reply,
+        moaError("PAYLOAD_TOO_LARGE", `request of ${data.length} bytes exceeds agent "${def.name}"'s limit of ${def.maxPayload} bytes (maxPayload)`),
+        v,
+        t0,
+      )
+    }
+    const env = openEnvelope(data)
+    if (Either.isLeft(env)) return fail(reply, env.left, v, t0)
+    const decoded = decodeValueEither(v.spec.request, env.right.d, `bad "${v.name}" request`)
+    if (Either.isLeft(decoded)) return fail(reply, decoded.left, v, t0)
+    const req = decoded.right
+    const deadline = env.right.dl ?? Date.now() + 60_000
+    const wantsStream = v.spec.chunk !== undefined && v.spec.isStream !== undefined && v.spec.isStream(req)
+    if (inFlight < def.concurrency) {
+      void run(v, req, reply, deadline, wantsStream, t0)
+    } else if (queue.length < def.maxQueue) {
+      queue.push(() => {
+        if (Date.now() > deadline) fail(reply, moaError("TIMEOUT", `request waited past its deadline in ${def.name}'s queue`), v, t0)
+        else void run(v, req, reply, deadline, wantsStream, t0)
+      })
+    } else {
+      fail(
+        reply,
+        moaError("OVERLOADED", `agent "${def.name}" is at its limit (${def.concurrency} in flight, ${def.maxQueue} queued); retry later or add replicas`),
+        v,
+        t0,
+      )
+    }
+  }
+
+  const metadata: Record<string, string> = {
+    ...def.metadata,
+    ...cfg.metadata,
+    cluster,
+    agent: def.name,
+    role: def.role,
+    version: def.version,
+    backend: cfg.backend,
+    replica: String(cfg.replica),
+    replicas: String(cfg.replicas),
+    concurrency: String(def.concurrency),
+    protocol: String(PROTOCOL_VERSION),
+    pid: String(process.pid),
+    host: hostname(),
+  }
+
+  const statsData = (): AgentStatsData => {
+    const byVerb: Record<string, ReturnType<LatencyWindow["snapshot"]>> = {}
+    for (const [k, v] of verbs) if (v.stats.requests > 0) byVerb[k] = v.stats.snapshot()
+    return {
+      ...total.snapshot(),
+      inFlight,
+      queued: queue.length,
+      concurrency: def.concurrency,
+      status: draining ? "draining" : inFlight >= def.concurrency ? "degraded" : "ok",
+      backend: cfg.backend,
+      replica: cfg.replica,
+      verbs: byVerb,
+    }
+  }
+
+  const health = (): Health => {
+    const s = statsData()
+    return {
+      status: s.status,
+      agent: def.name,
+      id: service.info().id,
+      uptimeMs: Date.now() - startedAt.getTime(),
+      inFlight: s.inFlight,
+      concurrency: def.concurrency,
+      requests: s.requests,
+      errors: s.errors,
+      backend: cfg.backend,
+    }
+  }
+
+  const info = (): AgentInfo => ({
+    cluster,
+    agent: def.name,
+    role: def.role,
+    version: def.version,
+    backend: cfg.backend,
+    id: service.info().id,
+    replica: cfg.replica,
+    replicas: cfg.replicas,
+    pid: process.pid,
+    host: hostname(),
+    startedAt: startedAt.toISOString(),
+    verbs: [...verbs.keys()].sort(),
+    concurrency: def.concurrency,
+    maxPayload: def.maxPayload,
+    protocol: PROTOCOL_VERSION,
+    metadata,
+  })
+
+  verbs.set("health", { name: "health", spec: HealthVerb as unknown as VerbSpec, handle: () => health(), stats: new LatencyWindow() })
+  verbs.set("info", { name: "info", spec: InfoVerb as unknown as VerbSpec, handle: () => info(), stats: new LatencyWindow() })
+  void BuiltinVerbs
+
+  const service: Service = await new Svcm(nc).add({
+    name: def.name,
+    version: def.version,
+    description: def.description || `${def.role} agent ${def.name} of cluster ${cluster}`,
+    metadata,
+    queue: "q",
+    statsHandler: async () => statsData(),
+  })
+  service.addEndpoint("rpc", {
+    subject: `${group}.*`,
+    handler: onMessage,
+    metadata: { verbs: [...verbs.keys()].sort().join(",") },
+  })
+  await nc.flush()
+
+  const drain = async (timeoutMs = 10_000) => {
+    if (draining) return
+    draining = true
+    emit("agent-draining", { inFlight, queued: queue.length })
+    await service.stop().catch(() => null)
+    if (inFlight > 0 || queue.length > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>((r) => idleWaiters.push(r)),
+        new Promise<void>((r) => (timer = setTimeout(r, timeoutMs))),
+      ])
+      clearTimeout(timer)
+      if (inFlight > 0) {
+        log.warn({ inFlight, queued: queue.length }, `drain timed out after ${timeoutMs} ms; aborting what is left`)
+        for (const ac of controllers) ac.abort(moaError("UNAVAILABLE", "agent is shutting down"))
+      }
+    }
+  }
+
+  return { service, id: service.info().id, drain, stats: statsData, health, info, emit }
+}
+
+export { MoaError }
