@@ -72,7 +72,6 @@ export class Router {
   private readonly clients = new Map<string, ExpertClient>()
   private bundle: GateBundle | undefined
   readonly deadlineMs: number
-  readonly defaultMode: RouteMode
 
   constructor(private readonly opts: RouterOptions) {
     for (const c of opts.experts) {
@@ -81,7 +80,11 @@ export class Router {
     }
     this.bundle = opts.gate
     this.deadlineMs = opts.deadlineMs ?? 10_000
-    this.defaultMode = opts.mode ?? (opts.gate ? "moe" : "single")
+  }
+
+  /** The cluster's default mode: as configured, else moe once a gate is loaded, else single. */
+  get defaultMode(): RouteMode {
+    return this.opts.mode ?? (this.bundle ? "moe" : "single")
   }
 
   get experts(): ReadonlyArray<string> {
@@ -90,6 +93,22 @@ export class Router {
 
   get gate(): GateBundle | undefined {
     return this.bundle
+  }
+
+  /** Add experts that joined the cluster (discovery refresh); known names are kept as they are. */
+  addExperts(clients: ReadonlyArray<ExpertClient>): string[] {
+    const added: string[] = []
+    for (const c of clients) {
+      if (this.clients.has(c.name)) continue
+      this.clients.set(c.name, c)
+      added.push(c.name)
+    }
+    return added
+  }
+
+  /** The expert clients (for the stats monitor). */
+  get clientList(): ReadonlyArray<ExpertClient> {
+    return [...this.clients.values()]
   }
 
   /** Swap in a new gate (hot reload); requests in flight finish with the one they started with. */
