@@ -1,0 +1,50 @@
+// Loads the compiled addon (packages/model/native/build/Release/moa_native.node) once.
+// Never throws: when the addon is missing or cannot load, `loadAddon()` says why.
+import { createRequire } from "node:module"
+import { existsSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import path from "node:path"
+
+/** The functions exported by native/src/moa_native.c (all synchronous, zero-copy on Float32Arrays). */
+export interface NativeAddon {
+  setThreads(n: number): number
+  config(): string
+  /** c[i] = op(a[i])·op(b[i]) for i < batch; op(a) M×K, op(b) K×N; strides in elements, 0 = broadcast. */
+  gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, M: number, N: number, K: number,
+    transA: number, transB: number, strideA: number, strideB: number): void
+  /** meta = [ndim, shape…, aStrides…, bStrides…] */
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, meta: Int32Array): void
+  unary(op: number, x: Float32Array, out: Float32Array): void
+  softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void
+  /** x as [outer, mid, inner] reduced over mid. */
+  reduce(op: number, x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number): void
+  /** meta = [ndim, outShape…, inStrides…] */
+  transpose(x: Float32Array, out: Float32Array, meta: Int32Array): void
+  adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
+    beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number): void
+}
+
+export const addonPath = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)), "../../native/build/Release/moa_native.node")
+
+let cached: { addon?: NativeAddon; reason?: string } | undefined
+
+export function loadAddon(): { addon?: NativeAddon; reason?: string } {
+  if (cached) return cached
+  if (process.env.MOA_NATIVE === "0") {
+    cached = { reason: "disabled by MOA_NATIVE=0" }
+  } else if (!existsSync(addonPath)) {
+    cached = { reason: `addon not built (${addonPath} missing; run \`npm run build:native\`, needs a C compiler and libopenblas-dev)` }
+  } else {
+    try {
+      const require = createRequire(import.meta.url)
+      const addon = require(addonPath) as NativeAddon
+      const threads = Number(process.env.MOA_NATIVE_THREADS ?? 2)
+      addon.setThreads(Number.isInteger(threads) && threads > 0 ? threads : 2)
+      cached = { addon }
+    } catch (e) {
+      cached = { reason: `addon failed to load: ${(e as Error).message}` }
+    }
+  }
+  return cached
+}

@@ -1,0 +1,313 @@
+// The tfjs backend "native": the `cpu` backend (same Float32Arrays in the JS heap, same kernels
+// for everything rare) with the kernels a transformer spends its time in replaced by calls into
+// the addon, which reads and writes those arrays in place (no copies).
+//
+// Each replaced kernel handles the float32 cases it was written for and hands every other case
+// (int32/bool dtypes, odd broadcasts, empty tensors) to the original `cpu` kernel, so the
+// backend is always at least as complete as `cpu`. Pinned to tfjs 4.22.0: it reads the cpu
+// backend's `data` map, which is internal API.
+import * as tf from "@tensorflow/tfjs"
+import { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu"
+import type { NativeAddon } from "./addon.js"
+
+export const NATIVE_BACKEND = "native"
+export const TFJS_VERSION = "4.22.0"
+
+type TensorInfo = tf.TensorInfo
+type KernelArgs = { inputs: Record<string, TensorInfo>; backend: NativeBackend; attrs?: Record<string, unknown> }
+type KernelFn = (args: KernelArgs) => TensorInfo | TensorInfo[]
+
+export class NativeBackend extends MathBackendCPU {
+  constructor(readonly addon: NativeAddon) {
+    super()
+  }
+  /** The Float32Array behind a float32 tensor, or undefined when it is not a plain float32 one. */
+  f32(t: TensorInfo): Float32Array | undefined {
+    if (t.dtype !== "float32") return undefined
+    const v = this.data.get(t.dataId)?.values
+    return v instanceof Float32Array ? v : undefined
+  }
+  out(shape: number[], values: Float32Array): TensorInfo {
+    return this.makeTensorInfo(shape, "float32", values)
+  }
+}
+
+const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
+
+// ---- meta buffers reused across calls (the addon reads them synchronously) ----
+const meta = new Int32Array(1 + 3 * 6)
+
+/** Broadcast strides of `shape` against `outShape` (0 on broadcast dims), right-aligned. */
+function bcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
+  const r = outShape.length
+  const s = new Array<number>(r).fill(0)
+  let stride = 1
+  for (let i = shape.length - 1, d = r - 1; i >= 0; i--, d--) {
+    s[d] = shape[i] === 1 && outShape[d] !== 1 ? 0 : stride
+    stride *= shape[i]
+  }
+  return s
+}
+
+/** Fill `meta` for a broadcast binary op; returns false when it does not fit in 6 dims. */
+function binaryMeta(aShape: readonly number[], bShape: readonly number[], outShape: readonly number[]): boolean {
+  const sa = bcastStrides(aShape, outShape)
+  const sb = bcastStrides(bShape, outShape)
+  // Drop size-1 dims, then merge neighbours that are contiguous for both operands.
+  const shp: number[] = [], A: number[] = [], B: number[] = []
+  for (let d = 0; d < outShape.length; d++) {
+    if (outShape[d] === 1) continue
+    const n = shp.length
+    if (n > 0 && A[n - 1] === sa[d] * outShape[d] && B[n - 1] === sb[d] * outShape[d]) {
+      shp[n - 1] *= outShape[d]
+      A[n - 1] = sa[d]
+      B[n - 1] = sb[d]
+    } else {
+      shp.push(outShape[d]); A.push(sa[d]); B.push(sb[d])
+    }
+  }
+  if (shp.length === 0) { shp.push(1); A.push(1); B.push(1) }
+  const nd = shp.length
+  if (nd > 6) return false
+  meta[0] = nd
+  for (let d = 0; d < nd; d++) {
+    meta[1 + d] = shp[d]; meta[1 + nd + d] = A[d]; meta[1 + 2 * nd + d] = B[d]
+  }
+  return true
+}
+
+const BINARY: Record<string, number> = {
+  Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, Maximum: 4, Minimum: 5, SquaredDifference: 6,
+}
+const UNARY: Record<string, number> = {
+  Exp: 0, Log: 1, Sigmoid: 2, Tanh: 3, Neg: 4, Sqrt: 5, Rsqrt: 6, Square: 7, Reciprocal: 8, Abs: 9, Relu: 10,
+  Softplus: 12,
+}
+
+function binaryKernel(op: number, fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { a, b } = args.inputs
+    const be = args.backend
+    const av = be.f32(a), bv = be.f32(b)
+    if (!av || !bv || av.length === 0 || bv.length === 0) return fallback(args)
+    const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape)
+    if (!binaryMeta(a.shape, b.shape, outShape)) return fallback(args)
+    const out = new Float32Array(size(outShape))
+    be.addon.binary(op, av, bv, out, meta)
+    return be.out(outShape, out)
+  }
+}
+
+function unaryKernel(op: number, fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { x } = args.inputs
+    const be = args.backend
+    const xv = be.f32(x)
+    if (!xv || xv.length === 0) return fallback(args)
+    const out = new Float32Array(xv.length)
+    be.addon.unary(op, xv, out)
+    return be.out(x.shape.slice(), out)
+  }
+}
+
+function batchMatMul(fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { a, b } = args.inputs
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean }
+    const be = args.backend
+    const av = be.f32(a), bv = be.f32(b)
+    if (!av || !bv) return fallback(args)
+    const ar = a.shape.length, br = b.shape.length
+    const M = transposeA ? a.shape[ar - 1] : a.shape[ar - 2]
+    const K = transposeA ? a.shape[ar - 2] : a.shape[ar - 1]
+    const Kb = transposeB ? b.shape[br - 1] : b.shape[br - 2]
+    const N = transposeB ? b.shape[br - 2] : b.shape[br - 1]
+    if (K !== Kb) return fallback(args) // the cpu kernel throws the standard message
+    const batchA = size(a.shape.slice(0, -2)), batchB = size(b.shape.slice(0, -2))
+    const outOuter = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2))
+    const batch = size(outOuter)
+    if ((batchA !== batch && batchA !== 1) || (batchB !== batch && batchB !== 1)) return fallback(args)
+    const outShape = [...outOuter, M, N]
+    const out = new Float32Array(batch * M * N)
+    if (M * N === 0) return be.out(outShape, out)
+    if (batch > 1 && batchB === 1 && batchA === batch && !transposeA) {
+      // [batch·M, K] × [K, N]: one big product.
+      be.addon.gemm(av, bv, out, 1, batch * M, N, K, 0, transposeB ? 1 : 0, 0, 0)
+    } else {
+      be.addon.gemm(av, bv, out, batch, M, N, K, transposeA ? 1 : 0, transposeB ? 1 : 0,
+        batchA === 1 ? 0 : M * K, batchB === 1 ? 0 : K * N)
+    }
+    return be.out(outShape, out)
+  }
+}
+
+function softmax(fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { logits } = args.inputs
+    const { dim } = args.attrs as { dim: number }
+    const be = args.backend
+    const xv = be.f32(logits)
+    const rank = logits.shape.length
+    if (!xv || xv.length === 0 || (dim !== -1 && dim !== rank - 1)) return fallback(args)
+    const cols = logits.shape[rank - 1]
+    const out = new Float32Array(xv.length)
+    be.addon.softmax(xv, out, xv.length / cols, cols)
+    return be.out(logits.shape.slice(), out)
+  }
+}
+
+/** Sum / Mean / Max / Min over a contiguous block of axes. */
+function reduceKernel(op: number, axisAttr: "axis" | "reductionIndices", fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { x } = args.inputs
+    const be = args.backend
+    const xv = be.f32(x)
+    if (!xv || xv.length === 0) return fallback(args)
+    const attrs = args.attrs as Record<string, unknown>
+    const keepDims = Boolean(attrs.keepDims)
+    const axes = tf.util.parseAxisParam(attrs[axisAttr] as number | number[], x.shape).sort((p, q) => p - q)
+    if (axes.length === 0) return fallback(args)
+    for (let i = 1; i < axes.length; i++) if (axes[i] !== axes[i - 1] + 1) return fallback(args)
+    const a0 = axes[0], a1 = axes[axes.length - 1]
+    const outer = size(x.shape.slice(0, a0)), mid = size(x.shape.slice(a0, a1 + 1)), inner = size(x.shape.slice(a1 + 1))
+    const outShape = keepDims
+      ? x.shape.map((d, i) => (i >= a0 && i <= a1 ? 1 : d))
+      : x.shape.filter((_, i) => i < a0 || i > a1)
+    const out = new Float32Array(outer * inner)
+    be.addon.reduce(op, xv, out, outer, mid, inner)
+    return be.out(outShape, out)
+  }
+}
+
+function transpose(fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { x } = args.inputs
+    const { perm } = args.attrs as { perm: number[] }
+    const be = args.backend
+    const xv = be.f32(x)
+    if (!xv || xv.length === 0) return fallback(args)
+    const rank = x.shape.length
+    const inStrides = new Array<number>(rank)
+    for (let d = rank - 1, s = 1; d >= 0; d--) { inStrides[d] = s; s *= x.shape[d] }
+    const outShape = perm.map((p) => x.shape[p])
+    // Merge output axes that are consecutive in the input; drop size-1 axes.
+    const shp: number[] = [], st: number[] = []
+    let prev = -2
+    for (let d = 0; d < rank; d++) {
+      const p = perm[d]
+      if (x.shape[p] === 1) continue
+      if (shp.length > 0 && p === prev + 1) {
+        shp[shp.length - 1] *= x.shape[p]
+        st[st.length - 1] = inStrides[p]
+      } else {
+        shp.push(x.shape[p]); st.push(inStrides[p])
+      }
+      prev = p
+    }
+    if (shp.length > 6) return fallback(args)
+    if (shp.length <= 1) return be.out(outShape, xv.slice()) // only size-1 axes moved: a copy
+    meta[0] = shp.length
+    for (let d = 0; d < shp.length; d++) { meta[1 + d] = shp[d]; meta[1 + shp.length + d] = st[d] }
+    const out = new Float32Array(xv.length)
+    be.addon.transpose(xv, out, meta)
+    return be.out(outShape, out)
+  }
+}
+
+function addN(fallback: KernelFn): KernelFn {
+  return (args) => {
+    const tensors = Object.values(args.inputs)
+    const be = args.backend
+    const vals = tensors.map((t) => be.f32(t))
+    const n = vals[0]?.length ?? 0
+    if (n === 0 || vals.some((v) => !v || v.length !== n)) return fallback(args)
+    const out = new Float32Array(n)
+    meta[0] = 1; meta[1] = n; meta[2] = 1; meta[3] = 1
+    if (vals.length === 1) out.set(vals[0]!)
+    else {
+      be.addon.binary(0, vals[0]!, vals[1]!, out, meta)
+      for (let i = 2; i < vals.length; i++) be.addon.binary(0, out, vals[i]!, out, meta)
+    }
+    return be.out(tensors[0].shape.slice(), out)
+  }
+}
+
+/** Embedding lookup: rows of a float32 table (axis 0, no batch dims), copied with TypedArray.set. */
+function gatherV2(fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { x, indices } = args.inputs
+    const { axis, batchDims } = args.attrs as { axis: number; batchDims: number }
+    const be = args.backend
+    const xv = be.f32(x)
+    const iv = be.data.get(indices.dataId)?.values
+    if (!xv || (axis !== 0 && axis !== -x.shape.length) || batchDims || indices.dtype !== "int32" || !(iv instanceof Int32Array)) {
+      return fallback(args)
+    }
+    const rows = x.shape[0], w = xv.length / rows
+    const out = new Float32Array(iv.length * w)
+    for (let i = 0; i < iv.length; i++) {
+      const r = iv[i]
+      if (r < 0 || r >= rows) return fallback(args) // the cpu kernel throws its message
+      out.set(xv.subarray(r * w, r * w + w), i * w)
+    }
+    return be.out([...indices.shape, ...x.shape.slice(1)], out)
+  }
+}
+
+/** The gradient of gather: rows of x added into numSegments rows (cpu's kernel is O(segments·N)). */
+function unsortedSegmentSum(fallback: KernelFn): KernelFn {
+  return (args) => {
+    const { x, segmentIds } = args.inputs
+    const { numSegments } = args.attrs as { numSegments: number }
+    const be = args.backend
+    const xv = be.f32(x)
+    const sv = be.data.get(segmentIds.dataId)?.values
+    if (!xv || !(sv instanceof Int32Array) || segmentIds.shape.length !== 1 || segmentIds.shape[0] !== x.shape[0]) {
+      return fallback(args)
+    }
+    const w = x.shape.slice(1).reduce((a, b) => a * b, 1)
+    const out = new Float32Array(numSegments * w)
+    for (let i = 0; i < sv.length; i++) {
+      const s = sv[i]
+      if (s < 0 || s >= numSegments) continue // TF drops out-of-range ids
+      const o = s * w, xi = i * w
+      for (let j = 0; j < w; j++) out[o + j] += xv[xi + j]
+    }
+    return be.out([numSegments, ...x.shape.slice(1)], out)
+  }
+}
+
+/** Names of the kernels the addon replaces (the rest are `cpu`'s). */
+export const NATIVE_KERNELS = [
+  "BatchMatMul", ...Object.keys(BINARY), ...Object.keys(UNARY), "Softmax", "Sum", "Mean", "Max", "Min", "Transpose", "AddN",
+  "GatherV2", "UnsortedSegmentSum",
+]
+
+/** Registers backend "native" (idempotent) and all its kernels. */
+export function registerNativeBackend(addon: NativeAddon): void {
+  if (tf.findBackendFactory(NATIVE_BACKEND) != null) return
+  if (tf.version_core !== TFJS_VERSION) {
+    throw new Error(`native backend is pinned to tfjs ${TFJS_VERSION} (it reads cpu backend internals); found ${tf.version_core}`)
+  }
+  tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(addon), 3)
+  const wrap: Record<string, (fb: KernelFn) => KernelFn> = {
+    BatchMatMul: batchMatMul,
+    Softmax: softmax,
+    Sum: (fb) => reduceKernel(0, "axis", fb),
+    Mean: (fb) => reduceKernel(1, "axis", fb),
+    Max: (fb) => reduceKernel(2, "reductionIndices", fb),
+    Min: (fb) => reduceKernel(3, "axis", fb),
+    Transpose: transpose,
+    AddN: addN,
+    GatherV2: gatherV2,
+    UnsortedSegmentSum: unsortedSegmentSum,
+  }
+  for (const [k, op] of Object.entries(BINARY)) wrap[k] = (fb) => binaryKernel(op, fb)
+  for (const [k, op] of Object.entries(UNARY)) wrap[k] = (fb) => unaryKernel(op, fb)
+  for (const cfg of tf.getKernelsForBackend("cpu")) {
+    const cpuFn = cfg.kernelFunc as unknown as KernelFn
+    const w = wrap[cfg.kernelName]
+    const kernelFunc = (w ? w(cpuFn) : cpuFn) as unknown as tf.KernelFunc
+    tf.registerKernel({ ...cfg, backendName: NATIVE_BACKEND, kernelFunc })
+  }
+}

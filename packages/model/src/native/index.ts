@@ -1,0 +1,50 @@
+// The native CPU backend's entry point, used by the model's `initBackend`:
+//   const native = await import("./native/index.js")
+//   if (native.available()) { await native.register(); await tf.setBackend("native") }
+//   else log(native.reason())
+import { loadAddon } from "./addon.js"
+import { registerNativeBackend } from "./backend.js"
+
+export { NATIVE_BACKEND, NATIVE_KERNELS } from "./backend.js"
+export { addonPath, loadAddon, type NativeAddon } from "./addon.js"
+
+/** True when the addon is built and loads (and MOA_NATIVE is not "0"). Never throws. */
+export function available(): boolean {
+  return loadAddon().addon !== undefined
+}
+
+/** Why the native backend is unavailable ("" when it is available). */
+export function reason(): string {
+  return loadAddon().reason ?? ""
+}
+
+/** Registers the tfjs backend "native" and its kernels (idempotent). Does not make it active. */
+export async function register(): Promise<void> {
+  const { addon, reason } = loadAddon()
+  if (!addon) throw new Error(`native backend unavailable: ${reason}`)
+  registerNativeBackend(addon)
+}
+
+/** OpenBLAS build, OpenMP and thread count the addon runs with, e.g. for logs and benchmarks. */
+export function describe(): string {
+  const { addon, reason } = loadAddon()
+  return addon ? addon.config() : `unavailable: ${reason}`
+}
+
+/**
+ * AdamW step in place on float32 Float32Arrays (one fused native loop instead of ~12 tfjs ops
+ * per variable): m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; p -= lr·(m/bc1)/(√(v/bc2)+ε) + lr·wd·p,
+ * with bc1 = 1-β1^t, bc2 = 1-β2^t. Throws when the addon is unavailable.
+ */
+export function adamStep(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array,
+  o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void {
+  const { addon, reason } = loadAddon()
+  if (!addon) throw new Error(`native backend unavailable: ${reason}`)
+  const n = p.length
+  if (g.length !== n || m.length !== n || v.length !== n) {
+    throw new Error(`adamStep: lengths differ (param ${n}, grad ${g.length}, m ${m.length}, v ${v.length})`)
+  }
+  if (!(o.step >= 1)) throw new Error(`adamStep: step must be ≥ 1 (got ${o.step})`)
+  addon.adam(p, g, m, v, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay,
+    1 - Math.pow(o.beta1, o.step), 1 - Math.pow(o.beta2, o.step))
+}
