@@ -54,6 +54,11 @@ export interface ServerConfig {
   /** Seconds between server pings to clients and routes; low values detect dead links fast. */
   readonly pingIntervalSeconds?: number
   readonly pingMax?: number
+  /**
+   * Seconds a write to a client or route may block before the connection is closed. A route to
+   * an unreachable host otherwise holds up its stale-connection close by the 10 s default.
+   */
+  readonly writeDeadlineSeconds?: number
   /** Allow clients to be told about other cluster members (default true). */
   readonly noAdvertise?: boolean
 }
@@ -69,6 +74,7 @@ export const renderServerConfig = (c: ServerConfig): string => {
   if (c.httpPort !== undefined) out.push(`http_port: ${c.httpPort}`)
   if (c.pingIntervalSeconds !== undefined) out.push(`ping_interval: ${q(`${c.pingIntervalSeconds}s`)}`)
   if (c.pingMax !== undefined) out.push(`ping_max: ${c.pingMax}`)
+  if (c.writeDeadlineSeconds !== undefined) out.push(`write_deadline: ${q(`${c.writeDeadlineSeconds}s`)}`)
   if (c.logFile) out.push(`log_file: ${q(c.logFile)}`, "logtime: true")
   if (c.jetstream) {
     out.push("jetstream {", `  store_dir: ${q(c.jetstream.storeDir)}`)
@@ -141,4 +147,64 @@ export const renderAuthConfig = (spec: NormalizedSpec, users: ReadonlyArray<User
   })
   out.push("    ]", "  }", "}")
   return out.join("\n") + "\n"
+}
+
+export interface ClusterNode {
+  /** server_name; unique in the cluster. */
+  readonly name: string
+  /** Address (IP or DNS name) the other servers and clients reach this node at. */
+  readonly address: string
+  /** Address to listen on (default: `address`; use "0.0.0.0" in containers). */
+  readonly listen?: string
+}
+
+export interface ClusterOptions {
+  readonly clusterName: string
+  readonly nodes: ReadonlyArray<ClusterNode>
+  readonly clientPort?: number
+  readonly routePort?: number
+  readonly httpPort?: number
+  readonly storeDir: (node: ClusterNode) => string
+  readonly tls?: TlsFiles
+  readonly routeTls?: TlsFiles
+  readonly includes?: ReadonlyArray<string>
+  readonly pingIntervalSeconds?: number
+  readonly pingMax?: number
+  readonly writeDeadlineSeconds?: number
+  readonly maxMemory?: string
+  readonly maxFile?: string
+}
+
+/**
+ * The configs of an N-node cluster: every node routes to every node (explicit routes, retried
+ * forever, so a node that comes back or a healed partition re-forms the mesh), JetStream on.
+ */
+export const renderClusterConfigs = (o: ClusterOptions): Array<{ readonly node: ClusterNode; readonly config: string }> => {
+  if (o.nodes.length === 0) throw new Error("renderClusterConfigs: at least one node")
+  const names = new Set(o.nodes.map((n) => n.name))
+  if (names.size !== o.nodes.length) throw new Error("renderClusterConfigs: node names must be unique")
+  const routePort = o.routePort ?? 6222
+  const routes = o.nodes.map((n) => `nats-route://${n.address}:${routePort}`)
+  return o.nodes.map((node) => ({
+    node,
+    config: renderServerConfig({
+      serverName: node.name,
+      host: node.listen ?? node.address,
+      port: o.clientPort ?? 4222,
+      httpPort: o.httpPort,
+      jetstream: { storeDir: o.storeDir(node), maxMemory: o.maxMemory, maxFile: o.maxFile },
+      tls: o.tls,
+      cluster: {
+        name: o.clusterName,
+        host: node.listen ?? node.address,
+        port: routePort,
+        routes: routes.filter((r) => r !== `nats-route://${node.address}:${routePort}`),
+        tls: o.routeTls,
+      },
+      includes: o.includes,
+      pingIntervalSeconds: o.pingIntervalSeconds,
+      pingMax: o.pingMax,
+      writeDeadlineSeconds: o.writeDeadlineSeconds,
+    }),
+  }))
 }

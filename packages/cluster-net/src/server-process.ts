@@ -19,8 +19,10 @@ export interface ServerProcess {
   readonly pid: number
   /** Everything the server logged so far. */
   readonly log: () => string
-  /** Resolves when a log line matches (or rejects after `timeoutMs`). */
-  readonly waitForLog: (re: RegExp, timeoutMs?: number) => Promise<string>
+  /** Resolves when a log line (written after offset `since`, default 0) matches; rejects after `timeoutMs`. */
+  readonly waitForLog: (re: RegExp, timeoutMs?: number, since?: number) => Promise<string>
+  /** Current length of the log, to wait only for lines written after now. */
+  readonly mark: () => number
   readonly kill: (signal?: NodeJS.Signals) => Promise<void>
   readonly exited: () => boolean
 }
@@ -43,10 +45,10 @@ export const startServerProcess = async (o: ServerProcessOptions): Promise<Serve
   })
   const exited = () => child.exitCode !== null || child.signalCode !== null
 
-  const waitForLog = (re: RegExp, timeoutMs = 15_000): Promise<string> =>
+  const waitForLog = (re: RegExp, timeoutMs = 15_000, since = 0): Promise<string> =>
     new Promise((resolve, reject) => {
       const check = () => {
-        const m = log.split("\n").find((l) => re.test(l))
+        const m = log.slice(since).split("\n").find((l) => re.test(l))
         if (m !== undefined) {
           done()
           resolve(m)
@@ -72,6 +74,7 @@ export const startServerProcess = async (o: ServerProcessOptions): Promise<Serve
     pid: child.pid!,
     log: () => log,
     waitForLog,
+    mark: () => log.length,
     exited,
     kill: async (signal = "SIGTERM") => {
       if (exited()) return
