@@ -88,3 +88,12 @@ const router = defineAgent({
 })
 
 export default defineCluster({ name: "quickstart", agents: [echo, upper, calc, router] })
+
+/** Calls `moa up --demo` makes once the cluster is up. */
+export const demo = [
+  { agent: "router", verb: "generate", request: { prompt: "2 + 3 * 4" } },
+  { agent: "router", verb: "generate", request: { prompt: "shout hello from moa" } },
+  { agent: "router", verb: "generate", request: { prompt: "hello, who is there?" } },
+  { agent: "echo", verb: "generate", request: { prompt: "streamed word by word", stream: true }, stream: true },
+  { agent: "calc", verb: "add", request: { a: 40, b: 2 } },
+]

@@ -1,1 +1,5 @@
-export {}
+export { Supervisor, agentEntry, type SupervisorOptions, type Replica } from "./supervisor.ts"
+export { readState, listStates, statePath, stateDir, isAlive, type RunState } from "./state.ts"
+export { stopCluster } from "./commands/down.ts"
+export { summarise, type AgentStatus } from "./commands/status.ts"
+export { CliFailure, resolveTarget } from "./common.ts"

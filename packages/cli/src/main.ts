@@ -1,0 +1,42 @@
+/**
+ * The `moa` command. To add a command, write it in ./commands/<name>.ts and add it to
+ * `commands` below.
+ */
+import { Command } from "@effect/cli"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Effect } from "effect"
+import { callCommand } from "./commands/call.ts"
+import { downCommand } from "./commands/down.ts"
+import { statusCommand } from "./commands/status.ts"
+import { upCommand } from "./commands/up.ts"
+import { CliFailure } from "./common.ts"
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const commands: Array<Command.Command<any, any, any, any>> = [
+  upCommand,
+  downCommand,
+  statusCommand,
+  callCommand,
+  // more commands here (train, generate, eval, tune, …)
+]
+
+const moa = Command.make("moa").pipe(
+  Command.withDescription("clusters of fine-tuned expert models over NATS"),
+  Command.withSubcommands(commands as [Command.Command<any, any, any, any>, ...Array<Command.Command<any, any, any, any>>]),
+)
+
+const cli = Command.run(moa, { name: "moa", version: "0.1.0" })
+
+const program = Effect.suspend(() => cli(process.argv)).pipe(
+  Effect.catchIf(
+    (e): e is CliFailure => e instanceof CliFailure,
+    (e) =>
+      Effect.sync(() => {
+        process.stderr.write(`${e.message}\n`)
+        process.exitCode = e.exitCode ?? 1
+      }),
+  ),
+  Effect.provide(NodeContext.layer),
+)
+
+NodeRuntime.runMain(program as Effect.Effect<void, unknown, never>, { disableErrorReporting: false })
