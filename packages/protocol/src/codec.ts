@@ -77,7 +77,10 @@ export interface Envelope extends EnvelopeMeta {
 /** Encode to wire bytes: schema-encode `value`, wrap in the envelope, msgpack it. */
 export const encodeEither = <A, I>(schema: Schema.Schema<A, I, never>, value: A, meta?: EnvelopeMeta): Either.Either<Uint8Array, MoaError> =>
   Either.match(encoderFor(schema)(value), {
-    onLeft: (e) => Either.left(moaError("INTERNAL", parseErrorToMoa(e, "cannot encode message").message)),
+    onLeft: (e) => {
+      const m = parseErrorToMoa(e, "cannot encode message")
+      return Either.left(moaError("INTERNAL", m.message, { field: m.field }))
+    },
     onRight: (d) => Either.right(packr.pack(meta?.dl !== undefined ? { v: PROTOCOL_VERSION, d, dl: meta.dl } : { v: PROTOCOL_VERSION, d })),
   })
 
