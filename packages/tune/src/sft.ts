@@ -64,7 +64,7 @@ export const completionLoss = (model: TuneModel, batch: ReturnType<typeof makeBa
   return tf.div(tf.neg(tf.sum(tf.mul(picked, wt))), tf.maximum(tf.sum(wt), 1e-9)) as tf.Scalar
 }
 
-export interface TrainOptions {
+export interface SftOptions {
   /** Variables to update; a function is asked again every step (HFT switches halves by round). */
   readonly variables: ReadonlyArray<tf.Variable> | ((step: number) => ReadonlyArray<tf.Variable>)
   readonly steps: number
@@ -97,7 +97,7 @@ export interface TrainLogEntry {
   elapsedMs?: number
 }
 
-export interface TrainResult {
+export interface SftResult {
   readonly log: TrainLogEntry[]
   readonly steps: number
   readonly tokens: number
@@ -165,7 +165,7 @@ export const evalLoss = (model: TuneModel, tok: TuneTokenizer, examples: Readonl
 }
 
 /** Train on `examples` for `steps` steps; returns the log (JSON-serialisable, for the loss-curve plot). */
-export const train = (model: TuneModel, tok: TuneTokenizer, examples: ReadonlyArray<SftExample>, o: TrainOptions): TrainResult => {
+export const train = (model: TuneModel, tok: TuneTokenizer, examples: ReadonlyArray<SftExample>, o: SftOptions): SftResult => {
   if (examples.length === 0) throw new Error("train: no training examples")
   if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new Error(`train: steps must be a positive integer, got ${o.steps}`)
   const bs = o.batchSize ?? 64

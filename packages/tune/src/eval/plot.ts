@@ -93,7 +93,7 @@ export interface LogEntry {
 }
 
 /** Series for `loss` and `valLoss` from a training log's lines. */
-export const seriesFromLog = (entries: ReadonlyArray<LogEntry>, prefix = ""): Series[] => {
+export const seriesFromLog = (entries: ReadonlyArray<{ step: number; loss?: number; valLoss?: number }>, prefix = ""): Series[] => {
   const train = entries.filter((e) => typeof e.loss === "number").map((e) => [e.step, e.loss as number] as const)
   const val = entries.filter((e) => typeof e.valLoss === "number").map((e) => [e.step, e.valLoss as number] as const)
   const out: Series[] = []
