@@ -5,6 +5,7 @@
 import { Command } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
+import { authCommand } from "./commands/auth.ts"
 import { callCommand } from "./commands/call.ts"
 import { downCommand } from "./commands/down.ts"
 import { statusCommand } from "./commands/status.ts"
@@ -17,6 +18,7 @@ const commands: Array<Command.Command<any, any, any, any>> = [
   downCommand,
   statusCommand,
   callCommand,
+  authCommand,
   // more commands here (train, generate, eval, tune, …)
 ]
 
