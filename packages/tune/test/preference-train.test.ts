@@ -6,18 +6,23 @@
 //    (margin up, greedy accuracy ~100%);
 //  - DPO on a LoRA adapter does the same while the base weights stay untouched;
 //  - KTO on unpaired right/wrong labels does the same;
-//  - GRPO with a verifiable reward (1 if right) raises the sampled reward and the greedy accuracy.
+//  - GRPO with a verifiable reward (1 if right) raises the sampled reward and the greedy accuracy;
+//  - PPO with the same reward, a KL penalty to a frozen copy and a value head does the same.
 // The reference log-probs are computed once and cached on disk; a second run reads the cache.
 import * as tf from "@tensorflow/tfjs"
 import { mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { GPT, initBackend, makeConfig } from "@moa/model"
+import { CharTokenizer, GPT, initBackend, makeConfig } from "@moa/model"
 import { Adapter } from "../src/peft/adapter.ts"
 import {
   completionBatch,
+  encodePreference,
+  encodePrompts,
+  encodeUnpaired,
   greedyCompletions,
+  ppoConfig,
   grpoConfig,
   ktoConfig,
   pairwiseConfig,
@@ -27,6 +32,7 @@ import {
   trainDPO,
   trainGRPO,
   trainKTO,
+  trainPPO,
   type PairwiseAlgo,
   type TokenPair,
 } from "../src/preference/index.ts"
@@ -215,5 +221,50 @@ describe("GRPO with a verifiable reward", () => {
     await expect(trainGRPO(model, prompts, () => [1], cfg)).rejects.toThrow(/returned 1 values for 2 samples/)
     await expect(trainGRPO(model, prompts, (s) => s.map(() => Number.NaN), cfg)).rejects.toThrow(/rewards must be finite/)
     await expect(trainGRPO(model, prompts, (s) => s.map(() => 1), grpoConfig({ beta: 0.1 }))).rejects.toThrow(/GRPOConfig\.beta: .*options\.reference/)
+  })
+})
+
+describe("PPO with a value head and a KL penalty", () => {
+  it("raises the score and the greedy accuracy", async () => {
+    restore(model)
+    const reference = new GPT(model.config, { seed: 1 }) // a frozen copy of the warm-up model
+    for (const [k, v] of model.params) reference.params.get(k)!.assign(v)
+    const answer = (p: number[]) => right(p[1] - 4)[0]
+    try {
+      const result = await trainPPO(
+        model,
+        [...prompts, ...prompts, ...prompts, ...prompts],
+        (samples) => samples.map((s) => (s.completion[0] === answer(s.prompt) ? 1 : 0)),
+        ppoConfig({ batchSize: 4 * K, maxSteps: 6, learningRate: 2e-3, maxCompletionLength: 2, klCoef: 0.05, seed: 5 }),
+        undefined,
+        { eosTokenId: EOS, reference },
+      )
+      const scores = result.history.map((h) => h["objective/scores"])
+      const last = scores.slice(-3).reduce((a, b) => a + b, 0) / 3
+      expect(scores[0]).toBeLessThan(0.6)
+      expect(last).toBeGreaterThan(scores[0] + 0.3)
+      expect(result.history.at(-1)!["objective/kl"]).toBeGreaterThan(0) // the policy moved away from the reference
+      expect(accuracy(model)).toBeGreaterThanOrEqual(0.8)
+      result.valueHead.dispose()
+    } finally {
+      reference.dispose()
+    }
+  })
+})
+
+describe("TRL's text dataset shapes", () => {
+  const tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz0123456789 +="])
+  it("encodes prompt/chosen/rejected, prompt/completion/label and prompt records with bos and eos", () => {
+    const [p] = encodePreference([{ prompt: "add 1 2=", chosen: "3", rejected: "4" }], tok)
+    expect(p.prompt).toEqual([tok.bos, ...tok.encode("add 1 2=")])
+    expect(p.chosen).toEqual([...tok.encode("3"), tok.eos])
+    expect(p.rejected).toEqual([...tok.encode("4"), tok.eos])
+    const [u] = encodeUnpaired([{ prompt: "x", completion: "y", label: false }], tok, { separator: [tok.sep] })
+    expect(u).toEqual({ prompt: [tok.bos, ...tok.encode("x"), tok.sep], completion: [...tok.encode("y"), tok.eos], label: false })
+    expect(encodePrompts(["ab", { prompt: "c" }], tok)).toEqual([[tok.bos, ...tok.encode("ab")], [tok.bos, ...tok.encode("c")]])
+  })
+  it("says which record and field is wrong", () => {
+    expect(() => encodeUnpaired([{ prompt: "a", completion: "b", label: "yes" as never }], tok)).toThrow(/record 0: "label" must be true or false/)
+    expect(() => encodePreference([{ prompt: "a", chosen: "b", rejected: "c" }, { prompt: "a", chosen: 3 as never, rejected: "c" }], tok)).toThrow(/record 1: "chosen" must be a string/)
   })
 })

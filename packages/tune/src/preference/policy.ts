@@ -34,6 +34,56 @@ export interface Encoder {
   encode(text: string): number[]
 }
 
+/** A tokenizer for TRL's text datasets: @moa/model's Tokenizer fits (bos/eos are its special ids). */
+export interface TextTokenizer extends Encoder {
+  readonly bos?: number
+  readonly eos?: number
+}
+
+export interface EncodeOptions {
+  /** Prepended to every prompt (default: tokenizer.bos when it has one). */
+  bos?: number
+  /** Appended to every completion (default: tokenizer.eos when it has one). */
+  eos?: number
+  /** Token ids put between the prompt and the completion (e.g. [tokenizer.sep]); default none. */
+  separator?: number[]
+}
+
+function encoders(tok: TextTokenizer, o: EncodeOptions) {
+  const bos = o.bos ?? tok.bos
+  const eos = o.eos ?? tok.eos
+  const sep = o.separator ?? []
+  const str = (v: unknown, field: string, i: number): string => {
+    if (typeof v !== "string") throw new PreferenceDataError(`record ${i}: "${field}" must be a string, got ${JSON.stringify(v)}`)
+    return v
+  }
+  return {
+    prompt: (v: unknown, i: number) => [...(bos !== undefined ? [bos] : []), ...tok.encode(str(v, "prompt", i)), ...sep],
+    completion: (v: unknown, field: string, i: number) => [...tok.encode(str(v, field, i)), ...(eos !== undefined ? [eos] : [])],
+  }
+}
+
+/** TRL's prompt/chosen/rejected text records → token pairs. */
+export function encodePreference(records: ReadonlyArray<{ prompt: string; chosen: string; rejected: string }>, tok: TextTokenizer, o: EncodeOptions = {}): TokenPair[] {
+  const e = encoders(tok, o)
+  return records.map((r, i) => ({ prompt: e.prompt(r.prompt, i), chosen: e.completion(r.chosen, "chosen", i), rejected: e.completion(r.rejected, "rejected", i) }))
+}
+
+/** TRL's prompt/completion/label text records → labelled token completions (for KTO). */
+export function encodeUnpaired(records: ReadonlyArray<{ prompt: string; completion: string; label: boolean }>, tok: TextTokenizer, o: EncodeOptions = {}): TokenLabelled[] {
+  const e = encoders(tok, o)
+  return records.map((r, i) => {
+    if (typeof r.label !== "boolean") throw new PreferenceDataError(`record ${i}: "label" must be true or false, got ${JSON.stringify(r.label)}`)
+    return { prompt: e.prompt(r.prompt, i), completion: e.completion(r.completion, "completion", i), label: r.label }
+  })
+}
+
+/** TRL's prompt-only records (or plain strings) → prompt token ids (for GRPO/PPO). */
+export function encodePrompts(records: ReadonlyArray<{ prompt: string } | string>, tok: TextTokenizer, o: EncodeOptions = {}): number[][] {
+  const e = encoders(tok, o)
+  return records.map((r, i) => e.prompt(typeof r === "string" ? r : r.prompt, i))
+}
+
 /** A padded batch: the model reads `ids`, predicts `targets`; `mask` is 1 where the target is a completion token. */
 export interface CompletionBatch {
   ids: tf.Tensor2D // [B,L] int32
@@ -139,7 +189,7 @@ export function shuffled<T>(xs: T[], random: () => number): T[] {
   return out
 }
 
-export interface SampleOptions {
+export interface SampleCompletionsOptions {
   /** Completions per prompt. */
   n: number
   maxTokens: number
@@ -153,7 +203,7 @@ export interface SampleOptions {
  * Sample `n` completions of one prompt in lockstep (one batch of n rows, no KV cache: the prompts
  * here are short). Returns the token ids of each completion, cut after EOS.
  */
-export function sampleCompletions(model: PolicyModel, prompt: number[], opts: SampleOptions): number[][] {
+export function sampleCompletions(model: PolicyModel, prompt: number[], opts: SampleCompletionsOptions): number[][] {
   const ctx = contextOf(model)
   const rows = Array.from({ length: opts.n }, () => [...prompt])
   const done = new Array<boolean>(opts.n).fill(false)

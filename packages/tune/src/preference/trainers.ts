@@ -6,6 +6,7 @@ import { PreferenceConfigError } from "./config.ts"
 import { dpoConfig, dpoLoss, type DPOConfig, type LossOutput } from "./dpo.ts"
 import { groupAdvantages, grpoLoss, type GRPOConfig } from "./grpo.ts"
 import { ktoLoss, type KTOConfig } from "./kto.ts"
+import { gae, ppoLoss, ppoRewards, type PPOConfig } from "./ppo.ts"
 import { sequenceLogps } from "./ops.ts"
 import {
   completionBatch,
@@ -17,6 +18,7 @@ import {
   sampleCompletions,
   shuffled,
   tokenLogps,
+  type CompletionBatch,
   type PolicyModel,
   type TokenCompletion,
   type TokenLabelled,
@@ -327,4 +329,128 @@ export async function trainGRPO(
   }
   if (!options.optimizer) optimizer.dispose()
   return { steps, history }
+}
+
+/** A model whose hidden states are exposed (GPT's `hidden` and `head`), so a value head can share the trunk. */
+export interface ValueModel extends PolicyModel {
+  hidden(ids: tf.Tensor2D, opts?: { training?: boolean }): tf.Tensor2D // (B*T, C)
+  head(h: tf.Tensor2D): tf.Tensor2D // (B*T, V)
+}
+
+/** PPO's critic: a linear layer on the policy's last hidden state, V(s_t) = h_t·w + b. */
+export class ValueHead {
+  readonly w: tf.Variable // [C,1]
+  readonly b: tf.Variable // [1]
+  constructor(dModel: number, seed = 0) {
+    this.w = tf.variable(tf.randomNormal([dModel, 1], 0, 0.02, "float32", seed), true)
+    this.b = tf.variable(tf.zeros([1]), true)
+  }
+  variables(): tf.Variable[] {
+    return [this.w, this.b]
+  }
+  dispose() {
+    this.w.dispose()
+    this.b.dispose()
+  }
+}
+
+/** Per-token log-probs [B,L] and values [B,L] from one pass over the trunk. */
+function logpsAndValues(model: ValueModel, value: ValueHead, batch: CompletionBatch, temperature: number): { logps: tf.Tensor2D; values: tf.Tensor2D } {
+  return tf.tidy(() => {
+    const [B, L] = batch.ids.shape
+    const h = model.hidden(batch.ids, { training: false }) // (B*L, C)
+    let logits = model.head(h) // (B*L, V)
+    if (temperature !== 1) logits = tf.div(logits, temperature)
+    const V = logits.shape[1]
+    const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(tf.reshape(batch.targets, [B * L]), V)), 1) // (B*L)
+    const logps = tf.mul(tf.reshape(picked, [B, L]), batch.mask) as tf.Tensor2D
+    const values = tf.mul(tf.reshape(tf.add(tf.matMul(h, value.w), value.b), [B, L]), batch.mask) as tf.Tensor2D
+    return { logps, values }
+  })
+}
+
+export interface PPOOptions extends TrainOptions {
+  eosTokenId?: number
+  /** A frozen model for the KL penalty in the reward (needed when config.klCoef > 0). */
+  reference?: PolicyModel
+  /** The critic; a fresh one (on the model's dModel) when omitted. It is trained with the policy. */
+  valueHead?: ValueHead
+}
+
+/**
+ * PPO (TRL's PPOTrainer, one completion per prompt): sample a completion for each prompt of the batch,
+ * score it, turn score and per-token KL to the reference into per-token rewards, estimate advantages
+ * with GAE on the value head, then numPpoEpochs clipped policy + value steps on that batch.
+ */
+export async function trainPPO(
+  model: ValueModel,
+  prompts: number[][],
+  rewardFn: RewardFn,
+  config: PPOConfig,
+  trainableVars?: tf.Variable[],
+  options: PPOOptions = {},
+): Promise<TrainResult & { valueHead: ValueHead }> {
+  if (prompts.length === 0) throw new PreferenceDataError("trainPPO: no prompts; pass at least one prompt (token ids)")
+  if (typeof model.hidden !== "function" || typeof model.head !== "function")
+    throw new PreferenceDataError("trainPPO: the model must expose hidden(ids) and head(h) (the value head reads the hidden states)")
+  if (config.klCoef > 0 && !options.reference)
+    throw new PreferenceConfigError("PPOConfig", "klCoef", "is > 0, so the KL penalty needs options.reference (a frozen model); pass one or set klCoef to 0")
+  const ctx = contextOf(model)
+  prompts.forEach((p, i) => {
+    if (!Array.isArray(p) || p.length === 0 || !p.every((x) => Number.isInteger(x) && x >= 0))
+      throw new PreferenceDataError(`prompt ${i}: must be a non-empty array of token ids`)
+    if (ctx !== undefined && p.length + config.maxCompletionLength - 1 > ctx)
+      throw new PreferenceDataError(`prompt ${i}: ${p.length} tokens + maxCompletionLength ${config.maxCompletionLength} exceed the model's context ${ctx}`)
+  })
+  const dModel = (model.config as { dModel?: number } | undefined)?.dModel
+  const valueHead = options.valueHead ?? new ValueHead(dModel ?? tf.tidy(() => model.hidden(tf.tensor2d([[prompts[0][0]]], [1, 1], "int32")).shape[1]), config.seed)
+  const vars = [...resolveTrainable(model, trainableVars), ...valueHead.variables()]
+  const optimizer = options.optimizer ?? tf.train.adam(config.learningRate)
+  const random = rng(config.seed + 1)
+  const steps = totalSteps(prompts.length, config)
+  const history: Record<string, number>[] = []
+  const it = batches(prompts.length, config.batchSize, config.seed)
+  for (let step = 1; step <= steps; step++) {
+    const idx = it.next().value as number[]
+    const samples: Sample[] = idx.map((i) => ({
+      promptIndex: i,
+      prompt: prompts[i],
+      completion: sampleCompletions(model, prompts[i], { n: 1, maxTokens: config.maxCompletionLength, temperature: config.temperature, eosTokenId: options.eosTokenId, random })[0],
+    }))
+    let scores: number[]
+    try {
+      scores = await rewardFn(samples)
+    } catch (e) {
+      throw new Error(`trainPPO: the reward function threw at step ${step}: ${(e as Error).message}`)
+    }
+    if (!Array.isArray(scores) || scores.length !== samples.length || scores.some((s) => typeof s !== "number" || !Number.isFinite(s)))
+      throw new Error(`trainPPO: the reward function must return ${samples.length} finite numbers, got ${JSON.stringify(scores)}`)
+    const batch = completionBatch(samples, ctx, "sample")
+    // rollout statistics, no gradient
+    const roll = tf.tidy(() => {
+      const { logps, values } = logpsAndValues(model, valueHead, batch, config.temperature)
+      const refLogps = options.reference ? tokenLogps(options.reference, batch, config.temperature) : logps
+      const r = ppoRewards({ logps, refLogps, mask: batch.mask, scores: tf.tensor1d(scores) }, config)
+      const { advantages, returns } = gae({ rewards: r.rewards, values, mask: batch.mask }, config)
+      return { logps, values, advantages, returns, metrics: r.metrics }
+    })
+    const rewardMetrics: Record<string, number> = {}
+    for (const [k, v] of Object.entries(roll.metrics)) rewardMetrics[k] = v.dataSync()[0]
+    let metrics: Record<string, number> = {}
+    for (let epoch = 0; epoch < config.numPpoEpochs; epoch++) {
+      metrics = optimizerStep(optimizer, vars, config.maxGradNorm, () => {
+        const cur = logpsAndValues(model, valueHead, batch, config.temperature)
+        return ppoLoss(
+          { logps: cur.logps, oldLogps: roll.logps, advantages: roll.advantages, mask: batch.mask, values: cur.values, oldValues: roll.values, returns: roll.returns },
+          config,
+        )
+      })
+    }
+    tf.dispose([batch.ids, batch.targets, batch.mask, roll.logps, roll.values, roll.advantages, roll.returns, ...Object.values(roll.metrics)])
+    const all = { ...rewardMetrics, ...metrics }
+    history.push(all)
+    options.onStep?.(step, all)
+  }
+  if (!options.optimizer) optimizer.dispose()
+  return { steps, history, valueHead }
 }
