@@ -14,12 +14,14 @@
  *                `train` verb and the jobs subjects, plus `$SRV` discovery.
  * - coordinator: calls any agent, publishes training jobs, manages the cluster's streams, writes
  *                the registry KV and the artifacts Object Store.
+ * - gateway:     an agent that is an entry point (HTTP, chat): serves its own subjects and may
+ *                ask the router, nothing else.
  * - console:     may only ask the router (and run read-only `$SRV` discovery), reads events.
  * - admin:       everything (operators, `moa up` creating streams/buckets); keep it off agents.
  */
 import { checkName } from "@moa/protocol"
 
-export type RoleKind = "expert" | "router" | "coordinator" | "console" | "admin"
+export type RoleKind = "expert" | "router" | "coordinator" | "gateway" | "console" | "admin"
 
 export interface Permissions {
   readonly publish: { readonly allow: ReadonlyArray<string>; readonly deny?: ReadonlyArray<string> }
@@ -64,6 +66,8 @@ export interface ClusterSecuritySpec {
   readonly experts: ReadonlyArray<string>
   readonly router: string
   readonly coordinator: string
+  /** Gateway agents (entry points that serve their own subjects and ask the router). */
+  readonly gateways?: ReadonlyArray<string>
   /** Console/client credentials (default: one called "console"). */
   readonly consoles?: ReadonlyArray<string>
   /** Admin credentials (default: one called "admin"). */
@@ -126,9 +130,11 @@ export const normalizeSpec = (spec: ClusterSecuritySpec) => {
   check(spec.coordinator, "coordinator name")
   const consoles = spec.consoles ?? ["console"]
   const admins = spec.admins ?? ["admin"]
+  const gateways = spec.gateways ?? []
+  for (const g of gateways) check(g, "gateway name")
   for (const c of consoles) check(c, "console credential name")
   for (const a of admins) check(a, "admin credential name")
-  const agents = [...(spec.experts ?? []), spec.router, spec.coordinator]
+  const agents = [...(spec.experts ?? []), spec.router, spec.coordinator, ...gateways]
   const dup = agents.find((a, i) => agents.indexOf(a) !== i)
   if (dup) problems.push(`agent name ${JSON.stringify(dup)} is used twice; every agent needs its own name`)
   for (const a of agents) if (a === "events" || a === "jobs") problems.push(`agent name ${JSON.stringify(a)} is reserved (moa.<cluster>.${a}.> is not an agent's subject space)`)
@@ -138,10 +144,11 @@ export const normalizeSpec = (spec: ClusterSecuritySpec) => {
     ...spec.experts.map((name) => ({ kind: "expert" as const, name })),
     { kind: "router", name: spec.router },
     { kind: "coordinator", name: spec.coordinator },
+    ...gateways.map((name) => ({ kind: "gateway" as const, name })),
     ...consoles.map((name) => ({ kind: "console" as const, name })),
     ...admins.map((name) => ({ kind: "admin" as const, name })),
   ]
-  return { ...spec, consoles, admins, resources, roles, serviceName: spec.serviceName ?? "{agent}" }
+  return { ...spec, consoles, admins, gateways, resources, roles, serviceName: spec.serviceName ?? "{agent}" }
 }
 
 export type NormalizedSpec = ReturnType<typeof normalizeSpec>
@@ -207,6 +214,12 @@ export const permissionsFor = (spec: NormalizedSpec, role: RoleSpec): Permission
           ],
         },
         subscribe: { allow: [...agentBase.sub, events] },
+        allowResponses: RESPONSES,
+      }
+    case "gateway":
+      return {
+        publish: { allow: [events, `moa.${c}.${spec.router}.>`, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", "$SRV.*.*", "$SRV.*.*.*"] },
+        subscribe: { allow: agentBase.sub },
         allowResponses: RESPONSES,
       }
     case "console":
