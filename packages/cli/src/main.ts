@@ -8,7 +8,10 @@ import { Effect } from "effect"
 import { authCommand } from "./commands/auth.ts"
 import { callCommand } from "./commands/call.ts"
 import { downCommand } from "./commands/down.ts"
+import { evalCommand } from "./commands/eval.ts"
+import { generateCommand } from "./commands/generate.ts"
 import { statusCommand } from "./commands/status.ts"
+import { trainCommand } from "./commands/train.ts"
 import { upCommand } from "./commands/up.ts"
 import { CliFailure } from "./common.ts"
 
@@ -19,6 +22,9 @@ const commands: Array<Command.Command<any, any, any, any>> = [
   statusCommand,
   callCommand,
   authCommand,
+  trainCommand,
+  generateCommand,
+  evalCommand,
   // more commands here (train, generate, eval, tune, …)
 ]
 
