@@ -1,0 +1,125 @@
+// One measurement in a fresh process (so backends and their thread pools do not interfere):
+//   tsx bench/worker.ts train <backend> <configIndex> <steps>   → one JSON line
+//   tsx bench/worker.ts generate <backend> <configIndex>         → one JSON line
+// Uses the model package's GPT + AdamW + generateTokens when src/gpt.ts exists (what users run),
+// else bench/ref-gpt.ts with tf.train.adam for training (and no generation).
+import * as tf from "@tensorflow/tfjs"
+import { CONFIGS, batchOf, makeTrainer, useBackend, type Backend, type BenchConfig } from "./common.js"
+
+type ModelPkg = {
+  GPT: new (c: unknown, o?: { seed?: number }) => {
+    params: Map<string, tf.Variable>
+    numParams(): number
+    hidden(ids: tf.Tensor2D, o?: { training?: boolean }): tf.Tensor2D
+    head(h: tf.Tensor2D): tf.Tensor2D
+    dispose?(): void
+  }
+  makeConfig(c: Record<string, unknown>): unknown
+  makeTrainConfig(c: Record<string, unknown>): unknown
+  AdamW: new (p: Map<string, tf.Variable>) => { step(g: Map<string, tf.Tensor>, s: tf.Scalar, t: number, lr: number, c: unknown): void }
+  maskedCrossEntropy(l: tf.Tensor2D, t: tf.Tensor1D, w: tf.Tensor1D): tf.Scalar
+  generateTokens(model: unknown, prompts: number[][], o: Record<string, unknown>): Generator<(number | undefined)[], void, boolean[] | undefined>
+}
+
+async function modelPkg(): Promise<ModelPkg | undefined> {
+  try {
+    const spec = "../src/index.js" // a variable: the bench also runs before the model package has its GPT
+    const m = (await import(spec)) as Partial<ModelPkg>
+    return m.GPT && m.AdamW && m.generateTokens ? (m as ModelPkg) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function gptConfig(pkg: ModelPkg, c: BenchConfig) {
+  return pkg.makeConfig({ vocabSize: c.vocabSize, contextLength: c.contextLength, dModel: c.dModel, nLayers: c.nLayers, nHeads: c.nHeads })
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+async function train(backend: Backend, cfg: BenchConfig, steps: number) {
+  const desc = await useBackend(backend)
+  const pkg = await modelPkg()
+  const { ids, targets } = batchOf(cfg)
+  let step: () => number, params: number, source: string
+  if (pkg) {
+    const model = new pkg.GPT(gptConfig(pkg, cfg), { seed: 1 })
+    const opt = new pkg.AdamW(model.params)
+    const tc = pkg.makeTrainConfig({ lr: 1e-3, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
+    const names = [...model.params.keys()]
+    const vars = names.map((n) => model.params.get(n)!)
+    const t1 = tf.reshape(targets, [-1]) as tf.Tensor1D
+    const w = tf.ones([cfg.batch * cfg.contextLength]) as tf.Tensor1D
+    const one = tf.scalar(1)
+    let t = 0
+    step = () => tf.tidy(() => {
+      const { value, grads } = tf.variableGrads(() => pkg.maskedCrossEntropy(model.head(model.hidden(ids, { training: true })), t1, w), vars)
+      opt.step(new Map(names.map((n, i) => [n, grads[vars[i].name]])), one, ++t, 1e-3, tc)
+      return value.dataSync()[0]
+    })
+    params = model.numParams()
+    source = "src/gpt.ts + src/train.ts AdamW"
+  } else {
+    const tr = makeTrainer(cfg)
+    step = () => tr.step(ids, targets)
+    params = tr.model.numParams()
+    source = tr.source
+  }
+  const losses: number[] = []
+  for (let i = 0; i < 2; i++) losses.push(step()) // warm-up
+  const times: number[] = []
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now()
+    losses.push(step())
+    times.push(performance.now() - t0)
+  }
+  const ms = median(times)
+  return { kind: "train", backend, desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms, losses }
+}
+
+async function generate(backend: Backend, cfg: BenchConfig) {
+  const desc = await useBackend(backend)
+  const pkg = await modelPkg()
+  if (!pkg) return { kind: "generate", backend, config: cfg.name, skipped: "src/gpt.ts not present" }
+  const model = new pkg.GPT(gptConfig(pkg, cfg), { seed: 1 })
+  const rows: Record<string, unknown>[] = []
+  const prompt = [1, 2, 3, 4]
+  const maxTokens = cfg.contextLength - prompt.length
+  for (const batch of [1, 4, 16]) {
+    for (const cache of [true, false]) {
+      if (!cache && batch === 16 && backend !== "native") continue // minutes on one core; not informative
+      const prompts = Array.from({ length: batch }, (_, b) => prompt.map((t) => (t + b) % cfg.vocabSize))
+      const run = () => {
+        const perToken: number[] = []
+        let t0 = performance.now()
+        const it = pkg.generateTokens(model, prompts, { maxTokens, temperature: 0, cache, stopAtEos: false })
+        for (let r = it.next(); !r.done; r = it.next()) {
+          const t1 = performance.now()
+          perToken.push(t1 - t0)
+          t0 = t1
+        }
+        return perToken
+      }
+      run() // warm-up
+      const perToken = run()
+      const total = perToken.reduce((a, b) => a + b, 0)
+      const q = Math.max(1, Math.floor(perToken.length / 4))
+      const early = perToken.slice(1, 1 + q), late = perToken.slice(-q)
+      rows.push({
+        batch, cache, tokens: perToken.length * batch,
+        tokensPerSec: (perToken.length * batch * 1000) / total,
+        msPerStepEarly: median(early), msPerStepLate: median(late),
+      })
+    }
+  }
+  return { kind: "generate", backend, desc, config: cfg.name, maxTokens, rows }
+}
+
+const [mode, backend, ci, steps] = process.argv.slice(2)
+const cfg = CONFIGS[Number(ci)]
+if (!cfg || !["native", "wasm", "cpu"].includes(backend)) {
+  console.error("usage: tsx bench/worker.ts <train|generate> <native|wasm|cpu> <configIndex 0-2> [steps]")
+  process.exit(2)
+}
+const out = mode === "train" ? await train(backend as Backend, cfg, Number(steps ?? 10)) : await generate(backend as Backend, cfg)
+console.log("@@RESULT " + JSON.stringify(out))
