@@ -33,6 +33,7 @@ const initCommand = Command.make(
     sanDns: text("san-dns", "extra DNS names the nats-servers are reached by, comma-separated (e.g. nats-1,nats-2,nats-3)"),
     sanIp: text("san-ip", "extra IP addresses the nats-servers are reached by, comma-separated"),
     serverPath: text("server-path", "where the nats-server will see the --out folder (e.g. /etc/nats/moa in a container)"),
+    clientPath: text("client-path", "where agents will see the --out folder (paths in env/<user>.env, e.g. /run/moa in a container)"),
     noTls: Options.boolean("no-tls").pipe(Options.withDescription("write credentials only, no certificates")),
     force: Options.boolean("force").pipe(Options.withDescription("write into a non-empty --out folder")),
   },
@@ -76,6 +77,7 @@ const initCommand = Command.make(
         dnsNames: csv(o.sanDns),
         ipAddresses: csv(o.sanIp),
         serverPath: Option.getOrUndefined(o.serverPath),
+        clientPath: Option.getOrUndefined(o.clientPath),
         tls: !o.noTls,
         force: o.force,
       }
