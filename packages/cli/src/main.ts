@@ -12,6 +12,7 @@ import { evalCommand } from "./commands/eval.ts"
 import { generateCommand } from "./commands/generate.ts"
 import { statusCommand } from "./commands/status.ts"
 import { trainCommand } from "./commands/train.ts"
+import { tuneCommand } from "./commands/tune.ts"
 import { upCommand } from "./commands/up.ts"
 import { CliFailure } from "./common.ts"
 
@@ -25,6 +26,7 @@ const commands: Array<Command.Command<any, any, any, any>> = [
   trainCommand,
   generateCommand,
   evalCommand,
+  tuneCommand,
   // more commands here (train, generate, eval, tune, …)
 ]
 

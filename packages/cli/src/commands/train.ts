@@ -6,7 +6,7 @@
  * cfg.json (every part optional):
  *   { "model": { GPTConfig fields but vocabSize },
  *     "train": { TrainConfig fields },
- *     "tokenizer": { "type": "char" | "bpe", "vocabSize": 512 },
+ *     "tokenizer": { "type": "char" | "bpe", "vocabSize": 512 (bpe), "byteFallback": true (char) },
  *     "valFraction": 0.05 }
  */
 import * as fs from "node:fs"
@@ -22,7 +22,7 @@ import { CliFailure } from "../common.ts"
 export interface TrainFileConfig {
   model?: Partial<Omit<GPTConfig, "vocabSize">>
   train?: Partial<TrainConfig>
-  tokenizer?: { type?: "char" | "bpe"; vocabSize?: number }
+  tokenizer?: { type?: "char" | "bpe"; vocabSize?: number; byteFallback?: boolean }
   valFraction?: number
 }
 
@@ -96,7 +96,7 @@ export async function runTrain(o: RunTrainOptions): Promise<RunTrainResult> {
   } else {
     const corpus = corpusOf(records)
     const t = cfg.tokenizer ?? {}
-    tokenizer = t.type === "bpe" ? BPETokenizer.train(corpus, t.vocabSize ?? 512) : CharTokenizer.train(corpus)
+    tokenizer = t.type === "bpe" ? BPETokenizer.train(corpus, t.vocabSize ?? 512) : CharTokenizer.train(corpus, { byteFallback: t.byteFallback })
     const config = makeConfig({ ...cfg.model, vocabSize: tokenizer.vocabSize })
     const ctx = config.contextLength
     const longest = Math.max(...trainRecs.map((r) => encodeExample(tokenizer!, r).ids.length))
