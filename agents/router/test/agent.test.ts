@@ -22,16 +22,16 @@ const procs: ExpertProcess[] = []
 beforeAll(async () => {
   nats = await startNatsServer({ jetstream: true })
   procs.push(
-    ...(await Promise.all([
-      ...SKILLS.map((s) => startRuleExpert({ nats: nats.url, cluster: CLUSTER, name: s, skills: [s], errorRate: 0.02 })),
-      startRuleExpert({ nats: nats.url, cluster: CLUSTER, name: "base", skills: "all", errorRate: 0.5 }),
-    ])),
+    await startRuleExpert([
+      ...SKILLS.map((s) => ({ nats: nats.url, cluster: CLUSTER, name: s, skills: [s], errorRate: 0.02 })),
+      { nats: nats.url, cluster: CLUSTER, name: "base", skills: "all" as const, errorRate: 0.5 },
+    ]),
   )
   nc = await connect({ servers: nats.url })
   agent = spawn(process.execPath, ["--import", "tsx", resolve(here, "../src/main.ts"), "--nats", nats.url, "--cluster", CLUSTER], { stdio: ["pipe", "pipe", "pipe"] })
   agent.stderr!.on("data", (d) => (agentLog += d))
   await new Promise<void>((ok, fail) => {
-    const t = setTimeout(() => fail(new Error(`router agent did not start: ${agentLog}`)), 30_000)
+    const t = setTimeout(() => fail(new Error(`router agent did not start: ${agentLog}`)), 120_000)
     agent.stdout!.on("data", (d) => {
       agentLog += d
       if (agentLog.includes("ready")) {
@@ -40,7 +40,7 @@ beforeAll(async () => {
       }
     })
   })
-}, 90_000)
+}, 240_000)
 
 afterAll(async () => {
   if (agent && agent.exitCode === null) {

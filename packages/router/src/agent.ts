@@ -45,7 +45,7 @@ export const startRouterAgent = async (o: RouterAgentOptions): Promise<RouterAge
     },
     { onError: (e) => log(`could not load a new gate version, keeping the old one: ${(e as Error).message}`) },
   )
-  const monitor = new ClusterMonitor(nc, () => router.clientList, o.statsMs ?? 1000).start()
+  const monitor = new ClusterMonitor(nc, o.cluster, () => router.clientList, o.statsMs ?? 1000).start()
   const rediscover = o.experts
     ? undefined
     : setInterval(() => {

@@ -2,7 +2,9 @@
 // over NATS request/reply to `moa.<cluster>.<expert>.generate` (the runtime's agents), and
 // `ClusterMonitor` feeds each client's stats from `$SRV.STATS` so the gate sees load and health.
 import type { NatsConnection } from "@nats-io/nats-core"
-import { ServiceError, Svcm } from "@nats-io/services"
+import { discoverPromise, type DiscoveredService } from "@moa/bus"
+import { verbSubject, type GenerateRequest, type MoaError } from "@moa/protocol"
+import { makeClient, type AgentClient } from "@moa/runtime"
 import { Packr } from "msgpackr"
 
 export interface ExpertRequest {
@@ -29,6 +31,8 @@ export interface ExpertStats {
   readonly inflight: number
   /** Share of failed calls among the recent ones (0..1). */
   readonly errorRate: number
+  /** Requests the expert serves at once over all replicas (from its stats), if known. */
+  readonly capacity?: number
   /** Replicas seen in the last poll (undefined = never polled). */
   readonly replicas?: number
   /** Requests and errors the expert itself reports (sum over replicas), from `$SRV.STATS`. */
@@ -95,15 +99,16 @@ class Outcomes {
 export interface NatsExpertClient extends ExpertClient {
   readonly subject: string
   /** Called by ClusterMonitor with what `$SRV.STATS` says about this expert. */
-  observe(poll: { replicas: number; requests: number; errors: number; avgProcessingMs: number }): void
+  observe(poll: ExpertPoll): void
 }
 
-/** An ExpertClient over NATS: request/reply to `moa.<cluster>.<expert>.generate`. */
-export const natsExpert = (nc: NatsConnection, cluster: string, name: string, opts: { verb?: string; subject?: string } = {}): NatsExpertClient => {
-  const subject = opts.subject ?? `moa.${cluster}.${name}.${opts.verb ?? "generate"}`
+/** An ExpertClient over NATS through the runtime's agent client: `generate` on `moa.<cluster>.<expert>.generate`. */
+export const natsExpert = (nc: NatsConnection, cluster: string, name: string, opts: { client?: AgentClient } = {}): NatsExpertClient => {
+  const subject = verbSubject(cluster, name, "generate")
+  const client = opts.client ?? makeClient(nc, cluster)
   let inflight = 0
   const outcomes = new Outcomes()
-  let polled: { replicas: number; requests: number; errors: number; avgProcessingMs: number } | undefined
+  let polled: ExpertPoll | undefined
   return {
     name,
     subject,
@@ -117,7 +122,9 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
       return {
         name,
         healthy,
-        inflight,
+        // the queue the expert reports (all callers) when it does, else what this router has in flight
+        inflight: Math.max(inflight, polled?.queueDepth ?? 0),
+        capacity: polled?.concurrency || undefined,
         errorRate: outcomes.errorRate(),
         replicas: polled?.replicas,
         served: polled && { requests: polled.requests, errors: polled.errors, avgProcessingMs: polled.avgProcessingMs },
@@ -127,38 +134,21 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
       const t0 = performance.now()
       inflight++
       try {
-        const payload: Record<string, unknown> = { prompt: req.prompt }
-        if (req.maxTokens !== undefined) payload.maxTokens = req.maxTokens
-        if (req.temperature !== undefined) payload.temperature = req.temperature
-        if (req.seed !== undefined) payload.seed = req.seed
-        if (req.stop !== undefined) payload.stop = [...req.stop]
-        let msg
-        try {
-          msg = await nc.request(subject, packEnvelope(payload), { timeout: Math.max(1, Math.round(deadlineMs)) })
-        } catch (e: any) {
-          const text = String(e?.message ?? e)
-          const noResp = e?.name === "NoRespondersError" || /no responders|503/i.test(text)
-          throw new ExpertFailure(
-            name,
-            noResp ? "no-responders" : /timeout/i.test(text) || e?.name === "TimeoutError" ? "timeout" : "error",
-            noResp ? `no replica of ${name} is serving ${subject}` : /timeout/i.test(text) ? `${name} did not answer within ${deadlineMs} ms` : `${name}: ${text}`,
-          )
-        }
-        const se = ServiceError.toServiceError(msg)
-        if (se) throw new ExpertFailure(name, "error", `${name} replied with error ${se.code}: ${se.message}`)
-        let d: any
-        try {
-          d = unpackEnvelope(msg.data)
-        } catch (e) {
-          throw new ExpertFailure(name, "error", `${name} sent a reply that is not msgpack: ${String(e)}`)
-        }
-        if (d === null || typeof d !== "object" || typeof d.text !== "string")
-          throw new ExpertFailure(name, "error", `${name} sent a reply without a "text" string; expected a GenerateResponse { text, tokens }`)
+        const r = await client.call(
+          name,
+          "generate",
+          defined({ prompt: req.prompt, maxTokens: req.maxTokens, temperature: req.temperature, seed: req.seed, stop: req.stop ? [...req.stop] : undefined }) as GenerateRequest,
+          { timeoutMs: Math.max(1, Math.round(deadlineMs)) },
+        )
         outcomes.push(true)
-        return { text: d.text, tokens: typeof d.tokens === "number" ? d.tokens : 0, latencyMs: performance.now() - t0 }
+        return { text: r.text, tokens: r.tokens, latencyMs: performance.now() - t0 }
       } catch (e) {
         outcomes.push(false)
-        throw e
+        const m = e as MoaError
+        const text = String(m?.message ?? e)
+        if (m?.code === "TIMEOUT") throw new ExpertFailure(name, "timeout", `${name} did not answer within ${deadlineMs} ms (${text})`)
+        if (m?.code === "UNAVAILABLE" && /no responders/i.test(text)) throw new ExpertFailure(name, "no-responders", `no replica of ${name} is serving ${subject}`)
+        throw new ExpertFailure(name, "error", `${name}: ${m?.code ? `${m.code}: ` : ""}${text}`)
       } finally {
         inflight--
       }
@@ -166,47 +156,97 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
   }
 }
 
+/** What one poll found about an expert, summed over its replicas. */
+export interface ExpertPoll {
+  readonly replicas: number
+  readonly requests: number
+  readonly errors: number
+  readonly avgProcessingMs: number
+  /** Requests being served plus waiting in the agents' queues (runtime agents report it). */
+  readonly queueDepth?: number
+  /** Requests the replicas serve at once (sum of their concurrency). */
+  readonly concurrency?: number
+  /** Replicas that say they are draining (they get no new work). */
+  readonly draining?: number
+}
+
+/** Service instances of the cluster from `$SRV.INFO`/`$SRV.STATS`, with the agent each serves. Never throws (no services = []). */
+export const pollServices = async (nc: NatsConnection, cluster: string, waitMs = 500): Promise<Array<{ agent: string; role?: string; verbs: string[]; service: DiscoveredService }>> => {
+  let found: DiscoveredService[]
+  try {
+    found = await discoverPromise(nc, { waitMs })
+  } catch {
+    return []
+  }
+  const out: Array<{ agent: string; role?: string; verbs: string[]; service: DiscoveredService }> = []
+  for (const svc of found) {
+    const eps: ReadonlyArray<{ subject: string; metadata?: Record<string, string> }> = svc.info?.endpoints ?? svc.stats?.endpoints ?? []
+    for (const ep of eps) {
+      const parts = ep.subject.split(".")
+      if (parts.length !== 4 || parts[0] !== "moa" || parts[1] !== cluster) continue
+      // runtime agents serve one endpoint `moa.<cluster>.<agent>.*` listing their verbs; plain services one per verb
+      const verbs = parts[3] === "*" ? (ep.metadata?.verbs ?? "").split(",").filter(Boolean) : [parts[3]]
+      out.push({ agent: parts[2], role: svc.metadata.role, verbs, service: svc })
+    }
+  }
+  return out
+}
+
 /**
  * Polls `$SRV.STATS` every `intervalMs` and tells each NATS expert client how many replicas
- * serve its subject and what they report; an expert with no replica is marked down, so the gate
- * gives it nothing until it comes back.
+ * serve it, how deep their queues are and how often they fail; an expert with no replica is
+ * marked down, so the gate gives it nothing until it comes back.
  */
 export class ClusterMonitor {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
   constructor(
     private readonly nc: NatsConnection,
+    private readonly cluster: string,
     private readonly clients: () => ReadonlyArray<ExpertClient>,
     private readonly intervalMs = 1000,
   ) {}
 
-  /** One poll now; resolves when the replies are in (at most ~maxWaitMs). */
-  async poll(maxWaitMs = 500): Promise<void> {
-    const bySubject = new Map<string, { replicas: number; requests: number; errors: number; totalNs: number }>()
-    try {
-      const it = await new Svcm(this.nc).client({ strategy: "stall", stall: 100, maxWait: maxWaitMs }).stats()
-      for await (const s of it) {
-        for (const ep of s.endpoints ?? []) {
-          const agg = bySubject.get(ep.subject) ?? { replicas: 0, requests: 0, errors: 0, totalNs: 0 }
-          agg.replicas++
-          agg.requests += ep.num_requests
-          agg.errors += ep.num_errors
-          agg.totalNs += Number(ep.processing_time)
-          bySubject.set(ep.subject, agg)
+  /** One poll now; resolves when the replies are in (~waitMs). */
+  async poll(waitMs = 300): Promise<void> {
+    const byAgent = new Map<string, { replicas: number; requests: number; errors: number; totalMs: number; queueDepth: number; concurrency: number; draining: number; reported: boolean }>()
+    for (const s of await pollServices(this.nc, this.cluster, waitMs)) {
+      if (!s.verbs.includes("generate")) continue
+      const a = byAgent.get(s.agent) ?? { replicas: 0, requests: 0, errors: 0, totalMs: 0, queueDepth: 0, concurrency: 0, draining: 0, reported: false }
+      a.replicas++
+      for (const ep of s.service.stats?.endpoints ?? []) {
+        const data = ep.data as { inFlight?: number; queued?: number; concurrency?: number; status?: string; verbs?: Record<string, { requests: number; errors: number; avgMs: number }> } | undefined
+        const gen = data?.verbs?.generate
+        if (gen) {
+          a.requests += gen.requests
+          a.errors += gen.errors
+          a.totalMs += gen.avgMs * gen.requests
+        } else {
+          a.requests += ep.num_requests
+          a.errors += ep.num_errors
+          a.totalMs += Number(ep.processing_time) / 1e6
+        }
+        if (typeof data?.inFlight === "number") {
+          a.reported = true
+          a.queueDepth += data.inFlight + (data.queued ?? 0)
+          a.concurrency += data.concurrency ?? 0
+          if (data.status === "draining") a.draining++
         }
       }
-    } catch {
-      return // the connection is closing; keep the last view
+      byAgent.set(s.agent, a)
     }
     for (const c of this.clients()) {
       const nc = c as Partial<NatsExpertClient>
-      if (typeof nc.observe !== "function" || typeof nc.subject !== "string") continue
-      const a = bySubject.get(nc.subject)
+      if (typeof nc.observe !== "function") continue
+      const a = byAgent.get(c.name)
       nc.observe({
-        replicas: a?.replicas ?? 0,
+        replicas: a ? a.replicas - a.draining : 0,
         requests: a?.requests ?? 0,
         errors: a?.errors ?? 0,
-        avgProcessingMs: a && a.requests > 0 ? a.totalNs / a.requests / 1e6 : 0,
+        avgProcessingMs: a && a.requests > 0 ? a.totalMs / a.requests : 0,
+        queueDepth: a?.reported ? a.queueDepth : undefined,
+        concurrency: a?.reported ? a.concurrency : undefined,
+        draining: a?.draining,
       })
     }
   }

@@ -65,16 +65,18 @@ export interface ExpertLoad {
   readonly inflight: number
   /** Share of recent requests that failed (0..1). */
   readonly errorRate: number
+  /** In-flight requests at which the share halves (the expert's concurrency, when it reports one). */
+  readonly capacity?: number
 }
 
 /**
  * How much of its gate probability an expert keeps given its load:
- * 0 when dead, halved when `inflight` reaches `queueCapacity`, scaled down by its error rate.
+ * 0 when dead, halved when `inflight` reaches its capacity (default `queueCapacity`), scaled down by its error rate.
  */
 export const availability = (load: ExpertLoad | undefined, queueCapacity = 4): number => {
   if (!load) return 1
   if (!load.healthy) return 0
-  return (1 / (1 + load.inflight / queueCapacity)) * (1 - Math.min(1, Math.max(0, load.errorRate)))
+  return (1 / (1 + load.inflight / (load.capacity ?? queueCapacity))) * (1 - Math.min(1, Math.max(0, load.errorRate)))
 }
 
 export interface GateDecision {

@@ -4,7 +4,7 @@
 import type { NatsConnection } from "@nats-io/nats-core"
 import { Svcm, type Service } from "@nats-io/services"
 import { Either, ParseResult, Schema } from "effect"
-import { natsExpert, packEnvelope, unpackEnvelope, type ExpertClient } from "./client.ts"
+import { natsExpert, packEnvelope, pollServices, unpackEnvelope, type ExpertClient } from "./client.ts"
 import { NoExpertAnswered, RouteRequest, RouteRequestInvalid, RouteResponse } from "./schema.ts"
 import type { Router } from "./router.ts"
 
@@ -66,18 +66,14 @@ export const askRouter = async (nc: NatsConnection, cluster: string, req: RouteR
 }
 
 /**
- * Find the cluster's experts through `$SRV.INFO`: every service endpoint on
- * `moa.<cluster>.<agent>.generate` (except the routers' own) becomes a NATS ExpertClient.
+ * Find the cluster's experts through `$SRV.INFO`: every agent of `cluster` that serves
+ * `generate` (except routers) becomes a NATS ExpertClient. Retries for `waitMs` until at least one shows up.
  */
-export const discoverExperts = async (nc: NatsConnection, cluster: string, opts: { exclude?: ReadonlyArray<string>; maxWaitMs?: number } = {}): Promise<ExpertClient[]> => {
+export const discoverExperts = async (nc: NatsConnection, cluster: string, opts: { exclude?: ReadonlyArray<string>; waitMs?: number } = {}): Promise<ExpertClient[]> => {
   const names = new Set<string>()
-  const it = await new Svcm(nc).client({ strategy: "stall", stall: 150, maxWait: opts.maxWaitMs ?? 1000 }).info()
-  for await (const info of it) {
-    if (info.metadata?.role === "router") continue
-    for (const ep of info.endpoints ?? []) {
-      const parts = ep.subject.split(".")
-      if (parts.length === 4 && parts[0] === "moa" && parts[1] === cluster && parts[3] === "generate" && !opts.exclude?.includes(parts[2])) names.add(parts[2])
-    }
+  for (const s of await pollServices(nc, cluster, opts.waitMs ?? 500)) {
+    if (s.role === "router" || !s.verbs.includes("generate") || opts.exclude?.includes(s.agent)) continue
+    names.add(s.agent)
   }
   return [...names].sort().map((n) => natsExpert(nc, cluster, n))
 }

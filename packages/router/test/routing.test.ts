@@ -35,14 +35,18 @@ const skillSet = (split: "train" | "test", n: number, seed: number): Example[] =
 beforeAll(async () => {
   nats = await startNatsServer({ jetstream: true })
   const started = await Promise.all([
-    // each skill expert: right 97% on its own skill, "?" on the others
-    ...SKILLS.map((s) => startRuleExpert({ nats: nats.url, cluster: CLUSTER, name: s, skills: [s], errorRate: 0.03 })),
-    // the generalist: knows every skill, wrong half of the time
-    startRuleExpert({ nats: nats.url, cluster: CLUSTER, name: "base", skills: "all", errorRate: 0.5 }),
+    // each skill expert: right 97% on its own skill, "?" on the others; "reverse" in a process
+    // of its own (a test kills it), the others share one process (each its own agent/service)
+    ...["reverse"].map((s) => startRuleExpert({ nats: nats.url, cluster: CLUSTER, name: s, skills: [s], errorRate: 0.03 })),
+    startRuleExpert([
+      ...SKILLS.filter((s) => s !== "reverse").map((s) => ({ nats: nats.url, cluster: CLUSTER, name: s, skills: [s], errorRate: 0.03 })),
+      // the generalist: knows every skill, wrong half of the time
+      { nats: nats.url, cluster: CLUSTER, name: "base", skills: "all" as const, errorRate: 0.5 },
+    ]),
   ])
   procs.push(...started)
   nc = await connect({ servers: nats.url })
-}, 90_000)
+}, 240_000)
 
 afterAll(async () => {
   await nc?.drain()
@@ -132,7 +136,7 @@ describe("router on a live cluster", () => {
   it("a dead expert gets nothing: the gate sends its questions to the next best alive expert", async () => {
     const clients = EXPERTS.map((e) => natsExpert(nc, CLUSTER, e))
     const router = new Router({ experts: clients, gate: trained, deadlineMs: 3000 })
-    const monitor = new ClusterMonitor(nc, () => clients)
+    const monitor = new ClusterMonitor(nc, CLUSTER, () => clients)
     await monitor.poll()
     const before = await router.route({ prompt: "reverse abcdef", mode: "moe" })
     expect(before.trace.gate!.chosen).toEqual(["reverse"])
