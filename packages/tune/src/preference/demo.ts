@@ -46,6 +46,8 @@ async function main() {
   console.log(`backend ${backend.name}; ${model.numParams()} parameters; warm-up: margin log π(right) − log π(wrong) = ${m0.toFixed(2)}, greedy accuracy ${(100 * a0).toFixed(0)}%\n`)
   console.log("| objective | steps | margin before → after | greedy accuracy before → after | last-step metric | seconds |")
   console.log("|---|---|---|---|---|---|")
+  const notes: string[] = []
+  const collapsed: number[] = []
   const pairs = xs.flatMap((x) => others(x).map((rejected) => ({ prompt: prompt(x), chosen: right(x), rejected })))
   const row = async (name: string, metric: string, run: () => TrainResult | Promise<TrainResult>) => {
     restore()
@@ -68,11 +70,20 @@ async function main() {
   await row("dpo, one rejected answer per prompt", "rewards/margins", () =>
     trainDPO(model, single, pairwiseConfig("dpo", { beta: 0.1, learningRate: 1e-2, batchSize: single.length, maxSteps: 25 })),
   )
+  const greedy = greedyCompletions(model, prompts, 2, EOS)
+  notes.push(`after "dpo, one rejected answer per prompt" the greedy answers are ${greedy.map((o, x) => `${x}→${o[0] - 4}`).join(", ")} (right: x+1, rejected: x+2)`)
   const examples = xs.flatMap((x) => [{ prompt: prompt(x), completion: right(x), label: true }, ...others(x).map((completion) => ({ prompt: prompt(x), completion, label: false }))])
   await row("kto", "rewards/margins", () => trainKTO(model, examples, ktoConfig({ beta: 0.1, batchSize: examples.length, maxSteps: 30, learningRate: 1e-2, desirableWeight: K - 1 })))
   await row("grpo", "reward", () =>
     trainGRPO(model, prompts, reward, grpoConfig({ numGenerations: 8, batchSize: K, maxSteps: 12, learningRate: 2e-3, maxCompletionLength: 2, seed: 5 }), undefined, { eosTokenId: EOS }),
   )
+  await row("grpo, lr 1e-2", "reward_std", () =>
+    trainGRPO(model, prompts, reward, grpoConfig({ numGenerations: 8, batchSize: K, maxSteps: 12, learningRate: 1e-2, maxCompletionLength: 2, seed: 5 }), undefined, {
+      eosTokenId: EOS,
+      onStep: (step, m) => void (m.reward_std === 0 && collapsed.push(step)),
+    }),
+  )
+  notes.push(`"grpo, lr 1e-2": steps whose groups all had zero reward spread (no gradient): ${collapsed.join(", ") || "none"}`)
   const reference = new GPT(config, { seed: 1 })
   restore()
   model.params.forEach((v, k) => reference.params.get(k)!.assign(v))
@@ -83,6 +94,7 @@ async function main() {
   })
   reference.dispose()
   model.dispose()
+  console.log("\n" + notes.map((n) => `- ${n}`).join("\n"))
 }
 
 main().catch((e) => {
