@@ -32,6 +32,8 @@ export interface AuthInitOptions extends ClusterSecuritySpec {
    * inside a container). Default: the absolute path of `out`.
    */
   readonly serverPath?: string
+  /** Where agents see `<out>` (paths written into env/<user>.env), e.g. `/run/moa` in a container. Default: `out`. */
+  readonly clientPath?: string
   readonly force?: boolean
 }
 
@@ -71,6 +73,9 @@ export const authInit = (o: AuthInitOptions): AuthInitResult => {
   }
   const serverPath = o.serverPath ?? out
   if (!isAbsolute(serverPath)) throw new Error(`moa auth init: --server-path must be absolute (got ${JSON.stringify(serverPath)})`)
+  const clientPath = o.clientPath ?? out
+  if (!isAbsolute(clientPath)) throw new Error(`moa auth init: --client-path must be absolute (got ${JSON.stringify(clientPath)})`)
+  const cp = (p: string) => join(clientPath, p.slice(out.length + 1))
   mkdirSync(join(out, "creds"), { recursive: true, mode: 0o700 })
   mkdirSync(join(out, "env"), { recursive: true })
 
@@ -97,9 +102,9 @@ export const authInit = (o: AuthInitOptions): AuthInitResult => {
     const env = [
       `# moa credential ${user} (${u.role.kind}); give this file only to that agent`,
       `MOA_NATS_USER=${user}`,
-      `MOA_NATS_NKEY_SEED_FILE=${seedFile}`,
+      `MOA_NATS_NKEY_SEED_FILE=${cp(seedFile)}`,
       `MOA_NATS_INBOX_PREFIX=${inboxPrefixFor(user)}`,
-      ...(pki && client ? [`MOA_NATS_CA=${pki.caFile}`, `MOA_NATS_CERT=${client.certFile}`, `MOA_NATS_KEY=${client.keyFile}`] : []),
+      ...(pki && client ? [`MOA_NATS_CA=${cp(pki.caFile)}`, `MOA_NATS_CERT=${cp(client.certFile)}`, `MOA_NATS_KEY=${cp(client.keyFile)}`] : []),
     ]
     writeSecret(envFile, env.join("\n") + "\n")
     return {
