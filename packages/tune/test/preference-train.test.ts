@@ -252,6 +252,30 @@ describe("PPO with a value head and a KL penalty", () => {
   })
 })
 
+describe("memory", () => {
+  it("a second run of each trainer leaves no extra tensors behind", async () => {
+    restore(model)
+    const pairs = xs.map((x) => ({ prompt: prompt(x), chosen: right(x), rejected: wrong(x) }))
+    const labelled = xs.flatMap((x) => [
+      { prompt: prompt(x), completion: right(x), label: true },
+      { prompt: prompt(x), completion: wrong(x), label: false },
+    ])
+    const reward = (s: { completion: number[] }[]) => s.map((x, i) => (i % 2) + x.completion.length)
+    const runAll = async () => {
+      trainDPO(model, pairs, pairwiseConfig("dpo", { batchSize: K, maxSteps: 2 }))
+      trainDPO(model, pairs, pairwiseConfig("orpo", { batchSize: K, maxSteps: 2 }))
+      trainKTO(model, labelled, ktoConfig({ batchSize: 2 * K, maxSteps: 2 }))
+      await trainGRPO(model, prompts, reward, grpoConfig({ numGenerations: 2, batchSize: K, maxSteps: 2, maxCompletionLength: 2, numIterations: 2, beta: 0.1 }), undefined, { eosTokenId: EOS, reference: model })
+      const p = await trainPPO(model, prompts, reward, ppoConfig({ batchSize: K, maxSteps: 2, maxCompletionLength: 2, numPpoEpochs: 2 }), undefined, { eosTokenId: EOS, reference: model })
+      p.valueHead.dispose()
+    }
+    await runAll() // warms the model's own caches (causal masks per length)
+    const before = tf.memory().numTensors
+    await runAll()
+    expect(tf.memory().numTensors).toBe(before)
+  })
+})
+
 describe("TRL's text dataset shapes", () => {
   const tok = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz0123456789 +="])
   it("encodes prompt/chosen/rejected, prompt/completion/label and prompt records with bos and eos", () => {

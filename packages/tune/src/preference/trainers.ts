@@ -307,7 +307,7 @@ export async function trainGRPO(
     if (bad >= 0) throw new Error(`trainGRPO: reward ${bad} is ${rewards[bad]}; rewards must be finite numbers`)
 
     const batch = completionBatch(samples, ctx, "sample")
-    const adv = groupAdvantages(tf.tensor1d(rewards), G, config.scaleRewards)
+    const adv = tf.tidy(() => groupAdvantages(tf.tensor1d(rewards), G, config.scaleRewards))
     const old = config.numIterations > 1 ? tf.tidy(() => tokenLogps(model, batch, config.temperature)) : undefined
     const ref = config.beta > 0 ? tf.tidy(() => tokenLogps(options.reference!, batch, config.temperature)) : undefined
     const rewardMetrics: Record<string, number> = {}
@@ -342,8 +342,11 @@ export class ValueHead {
   readonly w: tf.Variable // [C,1]
   readonly b: tf.Variable // [1]
   constructor(dModel: number, seed = 0) {
-    this.w = tf.variable(tf.randomNormal([dModel, 1], 0, 0.02, "float32", seed), true)
-    this.b = tf.variable(tf.zeros([1]), true)
+    const w = tf.randomNormal([dModel, 1], 0, 0.02, "float32", seed)
+    const b = tf.zeros([1])
+    this.w = tf.variable(w, true)
+    this.b = tf.variable(b, true)
+    tf.dispose([w, b])
   }
   variables(): tf.Variable[] {
     return [this.w, this.b]
