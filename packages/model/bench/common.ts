@@ -60,25 +60,67 @@ export function batchOf(cfg: BenchConfig, seed = 0): { ids: tf.Tensor2D; targets
   return { ids, targets }
 }
 
-export interface Trainer {
-  model: RefGPT
-  source: string
-  step(ids: tf.Tensor2D, targets: tf.Tensor2D): number
-  dispose(): void
+export type ModelPkg = {
+  GPT: new (c: unknown, o?: { seed?: number }) => {
+    params: Map<string, tf.Variable>
+    numParams(): number
+    hidden(ids: tf.Tensor2D, o?: { training?: boolean }): tf.Tensor2D
+    head(h: tf.Tensor2D): tf.Tensor2D
+    dispose?(): void
+  }
+  makeConfig(c: Record<string, unknown>): unknown
+  makeTrainConfig(c: Record<string, unknown>): unknown
+  AdamW: new (p: Map<string, tf.Variable>) => { step(g: Map<string, tf.Tensor>, s: tf.Scalar, t: number, lr: number, c: unknown): void }
+  maskedCrossEntropy(l: tf.Tensor2D, t: tf.Tensor1D, w: tf.Tensor1D): tf.Scalar
+  generateTokens(model: unknown, prompts: number[][], o: Record<string, unknown>): Generator<(number | undefined)[], void, boolean[] | undefined>
 }
 
-export function makeTrainer(cfg: BenchConfig, lr = 1e-3): Trainer {
+export async function modelPkg(): Promise<ModelPkg | undefined> {
+  try {
+    const spec = "../src/index.js" // a variable: the bench also runs before the model package has its GPT
+    const m = (await import(spec)) as Partial<ModelPkg>
+    return m.GPT && m.AdamW && m.generateTokens ? (m as ModelPkg) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+export function gptConfig(pkg: ModelPkg, c: BenchConfig) {
+  return pkg.makeConfig({ vocabSize: c.vocabSize, contextLength: c.contextLength, dModel: c.dModel, nLayers: c.nLayers, nHeads: c.nHeads })
+}
+
+export interface Trainer {
+  numParams: number
+  source: string
+  step(ids: tf.Tensor2D, targets: tf.Tensor2D): number
+}
+
+/** One Adam step per call: the model package's GPT + AdamW when present, else bench/ref-gpt.ts. */
+export async function makeTrainer(cfg: BenchConfig, lr = 1e-3): Promise<Trainer> {
+  const pkg = await modelPkg()
+  if (pkg) {
+    const model = new pkg.GPT(gptConfig(pkg, cfg), { seed: 1 })
+    const opt = new pkg.AdamW(model.params)
+    const tc = pkg.makeTrainConfig({ lr, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
+    const names = [...model.params.keys()]
+    const vars = names.map((n) => model.params.get(n)!)
+    const w = tf.ones([cfg.batch * cfg.contextLength]) as tf.Tensor1D
+    const one = tf.scalar(1)
+    let t = 0
+    return {
+      numParams: model.numParams(),
+      source: "src/gpt.ts + src/train.ts AdamW",
+      step: (ids, targets) => tf.tidy(() => {
+        const t1 = tf.reshape(targets, [-1]) as tf.Tensor1D
+        const { value, grads } = tf.variableGrads(() => pkg.maskedCrossEntropy(model.head(model.hidden(ids, { training: true })), t1, w), vars)
+        opt.step(new Map(names.map((n, i) => [n, grads[vars[i].name]])), one, ++t, lr, tc)
+        return value.dataSync()[0]
+      }),
+    }
+  }
   const model = new RefGPT(cfg)
   const opt = tf.train.adam(lr, 0.9, 0.999, 1e-8)
-  return {
-    model,
-    source: "bench/ref-gpt.ts",
-    step: (ids, targets) => refTrainStep(model, opt, ids, targets),
-    dispose: () => {
-      for (const v of model.params.values()) v.dispose()
-      opt.dispose()
-    },
-  }
+  return { numParams: model.numParams(), source: "bench/ref-gpt.ts", step: (ids, targets) => refTrainStep(model, opt, ids, targets) }
 }
 
 /** Wraps every kernel of `backend` with a timer; returns the accumulator and an undo function. */

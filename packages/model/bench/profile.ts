@@ -8,7 +8,7 @@ const backend = (process.argv[2] ?? "native") as Backend
 const cfg = CONFIGS[Number(process.argv[3] ?? 1)]
 const steps = Number(process.argv[4] ?? 5)
 const desc = await useBackend(backend)
-const trainer = makeTrainer(cfg)
+const trainer = await makeTrainer(cfg)
 const { ids, targets } = batchOf(cfg)
 for (let i = 0; i < 2; i++) trainer.step(ids, targets) // warm-up
 
@@ -33,4 +33,3 @@ console.log("| kernel | calls/step | ms/step | share of step |\n|---|---:|---:|-
 for (const [name, v] of rows.slice(0, 18)) {
   console.log(`| ${name} | ${v.calls / steps} | ${(v.ms / steps).toFixed(2)} | ${((v.ms / steps / instrMs) * 100).toFixed(1)}% |`)
 }
-trainer.dispose()

@@ -4,67 +4,17 @@
 // Uses the model package's GPT + AdamW + generateTokens when src/gpt.ts exists (what users run),
 // else bench/ref-gpt.ts with tf.train.adam for training (and no generation).
 import * as tf from "@tensorflow/tfjs"
-import { CONFIGS, batchOf, makeTrainer, useBackend, type Backend, type BenchConfig } from "./common.js"
-
-type ModelPkg = {
-  GPT: new (c: unknown, o?: { seed?: number }) => {
-    params: Map<string, tf.Variable>
-    numParams(): number
-    hidden(ids: tf.Tensor2D, o?: { training?: boolean }): tf.Tensor2D
-    head(h: tf.Tensor2D): tf.Tensor2D
-    dispose?(): void
-  }
-  makeConfig(c: Record<string, unknown>): unknown
-  makeTrainConfig(c: Record<string, unknown>): unknown
-  AdamW: new (p: Map<string, tf.Variable>) => { step(g: Map<string, tf.Tensor>, s: tf.Scalar, t: number, lr: number, c: unknown): void }
-  maskedCrossEntropy(l: tf.Tensor2D, t: tf.Tensor1D, w: tf.Tensor1D): tf.Scalar
-  generateTokens(model: unknown, prompts: number[][], o: Record<string, unknown>): Generator<(number | undefined)[], void, boolean[] | undefined>
-}
-
-async function modelPkg(): Promise<ModelPkg | undefined> {
-  try {
-    const spec = "../src/index.js" // a variable: the bench also runs before the model package has its GPT
-    const m = (await import(spec)) as Partial<ModelPkg>
-    return m.GPT && m.AdamW && m.generateTokens ? (m as ModelPkg) : undefined
-  } catch {
-    return undefined
-  }
-}
-
-function gptConfig(pkg: ModelPkg, c: BenchConfig) {
-  return pkg.makeConfig({ vocabSize: c.vocabSize, contextLength: c.contextLength, dModel: c.dModel, nLayers: c.nLayers, nHeads: c.nHeads })
-}
+import { CONFIGS, batchOf, makeTrainer, modelPkg, gptConfig, useBackend, type Backend, type BenchConfig } from "./common.js"
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 async function train(backend: Backend, cfg: BenchConfig, steps: number) {
   const desc = await useBackend(backend)
-  const pkg = await modelPkg()
   const { ids, targets } = batchOf(cfg)
-  let step: () => number, params: number, source: string
-  if (pkg) {
-    const model = new pkg.GPT(gptConfig(pkg, cfg), { seed: 1 })
-    const opt = new pkg.AdamW(model.params)
-    const tc = pkg.makeTrainConfig({ lr: 1e-3, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
-    const names = [...model.params.keys()]
-    const vars = names.map((n) => model.params.get(n)!)
-    const t1 = tf.reshape(targets, [-1]) as tf.Tensor1D
-    const w = tf.ones([cfg.batch * cfg.contextLength]) as tf.Tensor1D
-    const one = tf.scalar(1)
-    let t = 0
-    step = () => tf.tidy(() => {
-      const { value, grads } = tf.variableGrads(() => pkg.maskedCrossEntropy(model.head(model.hidden(ids, { training: true })), t1, w), vars)
-      opt.step(new Map(names.map((n, i) => [n, grads[vars[i].name]])), one, ++t, 1e-3, tc)
-      return value.dataSync()[0]
-    })
-    params = model.numParams()
-    source = "src/gpt.ts + src/train.ts AdamW"
-  } else {
-    const tr = makeTrainer(cfg)
-    step = () => tr.step(ids, targets)
-    params = tr.model.numParams()
-    source = tr.source
-  }
+  const tr = await makeTrainer(cfg)
+  const step = () => tr.step(ids, targets)
+  const params = tr.numParams
+  const source = tr.source
   const losses: number[] = []
   for (let i = 0; i < 2; i++) losses.push(step()) // warm-up
   const times: number[] = []

@@ -131,7 +131,7 @@ describe.skipIf(!built)("native backend kernels vs cpu (model shapes)", () => {
     await check("[2,3,4,5] perm [3,1,0,2]", (a) => tf.transpose(a, [3, 1, 0, 2]), [rnd([2, 3, 4, 5])])
     const ids = { data: Int32Array.from({ length: 128 }, (_, i) => (i * 37) % 128), shape: [128], dtype: "int32" as const }
     await check("gather wte[ids]", (w, i) => tf.gather(w, i), [rnd([128, 128]), ids] as never)
-    await check("unsortedSegmentSum", (x, i) => tf.unsortedSegmentSum(x, i, 128), [rnd([128, 128]), ids] as never)
+    await check("unsortedSegmentSum", (x, i) => tf.unsortedSegmentSum(x, i as tf.Tensor1D, 128), [rnd([128, 128]), ids] as never)
   })
 
   it("adamStep matches the AdamW formula", () => {
@@ -150,5 +150,29 @@ describe.skipIf(!built)("native backend kernels vs cpu (model shapes)", () => {
       expect(Math.abs(p[i] - pi)).toBeLessThan(1e-5)
     }
     expect(() => native.adamStep(p, g.subarray(1), m, v, o)).toThrow(/lengths differ/)
+  })
+
+  it("adamWStepInPlace updates variables like the tensor-level AdamW (moments sharing one buffer)", async () => {
+    await tf.setBackend("native")
+    const o = { lr: 1e-2, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, step: 1, gradScale: 0.5 }
+    const p0 = tf.randomNormal([128, 512], 0, 1, "float32", 5), g = tf.randomNormal([128, 512], 0, 1, "float32", 6)
+    const p = tf.variable(p0.clone()), z = tf.zerosLike(p)
+    const m = tf.variable(z), v = tf.variable(z) // same buffer, as AdamW creates them
+    z.dispose()
+    const before = tf.memory().numTensors
+    expect(native.adamWStepInPlace(p, g, m, v, o)).toBe(true)
+    expect(tf.memory().numTensors).toBe(before)
+    const ref = tf.tidy(() => {
+      const gs = tf.mul(g, o.gradScale)
+      const m1 = tf.mul(gs, 1 - o.beta1), v1 = tf.mul(tf.square(gs), 1 - o.beta2)
+      const upd = tf.div(tf.div(m1, 1 - o.beta1), tf.add(tf.sqrt(tf.div(v1, 1 - o.beta2)), o.eps))
+      return [tf.sub(tf.mul(p0, 1 - o.lr * o.weightDecay), tf.mul(upd, o.lr)), m1, v1]
+    })
+    expectClose(p.dataSync(), ref[0].dataSync(), "param")
+    expectClose(m.dataSync(), ref[1].dataSync(), "m")
+    expectClose(v.dataSync(), ref[2].dataSync(), "v")
+    await tf.setBackend("cpu")
+    expect(native.adamWStepInPlace(p, g, m, v, o)).toBe(false) // not on native: caller falls back
+    for (const t of [p0, g, p, m, v, ...ref]) t.dispose()
   })
 })

@@ -469,24 +469,26 @@ static napi_value js_transpose(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// adam(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, bc1, bc2): in-place AdamW step.
+// adam(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, bc1, bc2, gradScale): in-place
+// AdamW step with g = gradScale·grad:
 //   m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g² ; p -= lr (m/bc1) / (sqrt(v/bc2) + eps) + lr wd p
 // ---------------------------------------------------------------------------------------------
 static napi_value js_adam(napi_env env, napi_callback_info info) {
-  ARGS(11);
+  ARGS(12);
   float *p, *g, *m, *v;
   size_t n;
-  double lr, b1, b2, eps, wd, bc1, bc2;
+  double lr, b1, b2, eps, wd, bc1, bc2, gs;
   if (!get_f32(env, argv[0], &p, &n) || !get_f32(env, argv[1], &g, NULL) || !get_f32(env, argv[2], &m, NULL) ||
       !get_f32(env, argv[3], &v, NULL) || !get_double(env, argv[4], &lr) || !get_double(env, argv[5], &b1) ||
       !get_double(env, argv[6], &b2) || !get_double(env, argv[7], &eps) || !get_double(env, argv[8], &wd) ||
-      !get_double(env, argv[9], &bc1) || !get_double(env, argv[10], &bc2))
+      !get_double(env, argv[9], &bc1) || !get_double(env, argv[10], &bc2) || !get_double(env, argv[11], &gs))
     return NULL;
+  const float fgs = (float)gs;
   const float fb1 = (float)b1, fb2 = (float)b2, flr = (float)lr, feps = (float)eps, fwd = (float)(lr * wd);
   const float ib1 = 1.0f / (float)bc1, ib2 = 1.0f / (float)bc2;
 #pragma omp parallel for simd schedule(static) if ((int64_t)n >= PAR_MIN && g_threads > 1)
   for (int64_t i = 0; i < (int64_t)n; i++) {
-    const float gi = g[i];
+    const float gi = g[i] * fgs;
     const float mi = fb1 * m[i] + (1.0f - fb1) * gi;
     const float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
     m[i] = mi;

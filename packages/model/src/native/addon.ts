@@ -21,7 +21,7 @@ export interface NativeAddon {
   /** meta = [ndim, outShape…, inStrides…] */
   transpose(x: Float32Array, out: Float32Array, meta: Int32Array): void
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
-    beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number): void
+    beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number, gradScale: number): void
 }
 
 export const addonPath = path.resolve(

@@ -2,8 +2,9 @@
 //   const native = await import("./native/index.js")
 //   if (native.available()) { await native.register(); await tf.setBackend("native") }
 //   else log(native.reason())
+import * as tf from "@tensorflow/tfjs"
 import { loadAddon } from "./addon.js"
-import { registerNativeBackend } from "./backend.js"
+import { NativeBackend, registerNativeBackend } from "./backend.js"
 
 export { NATIVE_BACKEND, NATIVE_KERNELS } from "./backend.js"
 export { addonPath, loadAddon, type NativeAddon } from "./addon.js"
@@ -36,8 +37,20 @@ export function describe(): string {
  * per variable): m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; p -= lr·(m/bc1)/(√(v/bc2)+ε) + lr·wd·p,
  * with bc1 = 1-β1^t, bc2 = 1-β2^t. Throws when the addon is unavailable.
  */
-export function adamStep(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array,
-  o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number }): void {
+export interface AdamWOptions {
+  lr: number
+  beta1: number
+  beta2: number
+  eps: number
+  /** decoupled weight decay (0 for vectors if you decay matrices only) */
+  weightDecay: number
+  /** 1-based step number t, for the bias corrections 1-β^t */
+  step: number
+  /** multiplies the gradient first (clipping, accumulation); default 1 */
+  gradScale?: number
+}
+
+export function adamStep(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, o: AdamWOptions): void {
   const { addon, reason } = loadAddon()
   if (!addon) throw new Error(`native backend unavailable: ${reason}`)
   const n = p.length
@@ -46,5 +59,36 @@ export function adamStep(p: Float32Array, g: Float32Array, m: Float32Array, v: F
   }
   if (!(o.step >= 1)) throw new Error(`adamStep: step must be ≥ 1 (got ${o.step})`)
   addon.adam(p, g, m, v, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay,
-    1 - Math.pow(o.beta1, o.step), 1 - Math.pow(o.beta2, o.step))
+    1 - Math.pow(o.beta1, o.step), 1 - Math.pow(o.beta2, o.step), o.gradScale ?? 1)
+}
+
+/** The Float32Array of a float32 tensor on the active native backend, owned by this tensor alone
+ *  (a variable that shares its buffer — e.g. created from the same tensor as another — gets a copy). */
+function ownedValues(be: NativeBackend, v: tf.Variable): Float32Array {
+  if (be.refCount(v.dataId) > 1) {
+    const copy = tf.tensor((be.f32(v) as Float32Array).slice(), v.shape, "float32")
+    v.assign(copy)
+    copy.dispose()
+  }
+  const vals = be.f32(v)
+  if (!vals) throw new Error("adamWStepInPlace: variable is not float32 on the native backend")
+  return vals
+}
+
+/**
+ * One AdamW update of `param` (and its moments m, v) in place, in one native loop — instead of
+ * the ~12 tfjs ops per parameter of a tensor-level optimizer. Same formula as above.
+ * Returns false (and does nothing) unless the active backend is "native" and all tensors are
+ * float32 of the same size: the caller then runs its tensor-level update.
+ */
+export function adamWStepInPlace(param: tf.Variable, grad: tf.Tensor, m: tf.Variable, v: tf.Variable, o: AdamWOptions): boolean {
+  const be = tf.backend()
+  if (!(be instanceof NativeBackend)) return false
+  const n = param.size
+  if ([param, grad, m, v].some((t) => t.dtype !== "float32" || t.size !== n)) return false
+  const gv = be.f32(grad)
+  if (!gv) return false
+  const pv = ownedValues(be, param), mv = ownedValues(be, m), vv = ownedValues(be, v)
+  adamStep(pv, gv, mv, vv, o)
+  return true
 }
