@@ -145,7 +145,7 @@ export const authInit = (o: AuthInitOptions): AuthInitResult => {
   writeFileSync(
     manifest,
     JSON.stringify(
-      { cluster: spec.cluster, resources: spec.resources, serviceName: spec.serviceName, caFile: pki?.caFile, credentials },
+      { cluster: spec.cluster, resources: spec.resources, serviceNames: spec.serviceNames, caFile: pki?.caFile, credentials },
       null,
       2,
     ) + "\n",

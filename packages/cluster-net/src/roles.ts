@@ -42,11 +42,12 @@ export interface ClusterResources {
   readonly artifactsBucket: string
 }
 
+/** Names used by the rest of moa (the router's gate store: `moa_<cluster>_registry` / `_artifacts`). */
 export const defaultResources = (cluster: string): ClusterResources => ({
   jobsStream: `moa-${cluster}-jobs`,
   eventsStream: `moa-${cluster}-events`,
-  registryBucket: "moa-registry",
-  artifactsBucket: "moa-artifacts",
+  registryBucket: `moa_${cluster}_registry`,
+  artifactsBucket: `moa_${cluster}_artifacts`,
 })
 
 /** Subject a training job for `agent` is published on (captured by the jobs stream). */
@@ -74,10 +75,11 @@ export interface ClusterSecuritySpec {
   readonly admins?: ReadonlyArray<string>
   readonly resources?: Partial<ClusterResources>
   /**
-   * NATS service name each agent registers with (`$SRV.*.<service>`); default: the agent name.
-   * `{cluster}` and `{agent}` are replaced.
+   * NATS service names an agent may register as (`$SRV.*.<service>`), `{cluster}` and `{agent}`
+   * replaced; default: the agent name (runtime agents) and `moa-{cluster}-{agent}` (the router's
+   * own service).
    */
-  readonly serviceName?: string
+  readonly serviceNames?: ReadonlyArray<string>
 }
 
 /** User name of a credential: `<kind>-<name>` (shown in server logs and client names). */
@@ -106,12 +108,11 @@ const jsManage = (stream: string): Array<string> => [
   `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.>`,
 ]
 
-const serviceSubs = (svc: string): Array<string> => [
+const serviceSubs = (svcs: ReadonlyArray<string>): Array<string> => [
   "$SRV.PING",
   "$SRV.INFO",
   "$SRV.STATS",
-  `$SRV.*.${svc}`,
-  `$SRV.*.${svc}.*`,
+  ...svcs.flatMap((svc) => [`$SRV.*.${svc}`, `$SRV.*.${svc}.*`]),
 ]
 
 const RESPONSES = { max: 100_000, expires: "15m" } as const
@@ -148,7 +149,7 @@ export const normalizeSpec = (spec: ClusterSecuritySpec) => {
     ...consoles.map((name) => ({ kind: "console" as const, name })),
     ...admins.map((name) => ({ kind: "admin" as const, name })),
   ]
-  return { ...spec, consoles, admins, gateways, resources, roles, serviceName: spec.serviceName ?? "{agent}" }
+  return { ...spec, consoles, admins, gateways, resources, roles, serviceNames: spec.serviceNames ?? ["{agent}", "moa-{cluster}-{agent}"] }
 }
 
 export type NormalizedSpec = ReturnType<typeof normalizeSpec>
@@ -160,7 +161,7 @@ export const permissionsFor = (spec: NormalizedSpec, role: RoleSpec): Permission
   const kv = `KV_${r.registryBucket}`
   const obj = `OBJ_${r.artifactsBucket}`
   const inbox = `${inboxPrefixFor(userName(role))}.>`
-  const svc = spec.serviceName.replaceAll("{cluster}", c).replaceAll("{agent}", role.name)
+  const svc = spec.serviceNames.map((n) => n.replaceAll("{cluster}", c).replaceAll("{agent}", role.name))
   const events = `moa.${c}.events.>`
   // What every agent process needs: events, registry reads, artifact objects, $SRV for itself.
   const agentBase = {

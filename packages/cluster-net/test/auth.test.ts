@@ -94,9 +94,9 @@ describe("moa auth init output", () => {
     const jsm = await jetstreamManager(coord)
     await jsm.streams.add({ name: "moa-t-jobs", subjects: ["moa.t.jobs.>"] })
     await jsm.streams.add({ name: "moa-t-events", subjects: ["moa.t.events.>"] })
-    const kv = await new Kvm(coord).create("moa-registry")
+    const kv = await new Kvm(coord).create("moa_t_registry")
     await kv.put("t.geo.adapter", "geo-v1")
-    const objs = await new Objm(coord).create("moa-artifacts")
+    const objs = await new Objm(coord).create("moa_t_artifacts")
     await objs.putBlob({ name: "adapters/geo/v1.bin" }, new Uint8Array([1, 2, 3, 4]))
     await jsm.consumers.add("moa-t-jobs", { durable_name: "geo", filter_subject: "moa.t.jobs.geo", ack_policy: AckPolicy.Explicit })
     await jetstream(coord).publish("moa.t.jobs.geo", te.encode("train geo on batch 1"))
@@ -105,9 +105,9 @@ describe("moa auth init output", () => {
     const { nc: geo, errors: geoErrors } = await as("expert-geo")
     const svc = await new Svcm(geo).add({ name: "geo", version: "0.1.0", metadata: { cluster: "t", role: "expert" } })
     svc.addEndpoint("generate", { subject: "moa.t.geo.generate", handler: (_e, m) => m.respond(te.encode(`geo says: ${td.decode(m.data)}`)) })
-    const gkv = await new Kvm(geo).open("moa-registry")
+    const gkv = await new Kvm(geo).open("moa_t_registry")
     expect((await gkv.get("t.geo.adapter"))?.string()).toBe("geo-v1")
-    const gobj = await new Objm(geo).open("moa-artifacts")
+    const gobj = await new Objm(geo).open("moa_t_artifacts")
     expect([...((await gobj.getBlob("adapters/geo/v1.bin")) ?? [])]).toEqual([1, 2, 3, 4])
     await gobj.putBlob({ name: "adapters/geo/v2.bin" }, new Uint8Array([5, 6])) // trained adapters go to the Object Store
     const consumer = await jetstream(geo).consumers.get("moa-t-jobs", "geo")
@@ -157,8 +157,8 @@ describe("moa auth init output", () => {
     await expect(geo.request("moa.t.math.generate", te.encode("hi"), { timeout: 2000 })).rejects.toThrow(/Permissions Violation for Publish to "moa.t.math.generate"/)
     await expect(jetstreamManager(geo).then((m) => m.consumers.add("moa-t-jobs", { name: "steal", filter_subject: "moa.t.jobs.math" }))).rejects.toThrow(/Permissions Violation/)
     // 3. writing the registry
-    const kv = await new Kvm(geo).open("moa-registry")
-    await expect(kv.put("t.geo.adapter", "geo-evil")).rejects.toThrow(/Permissions Violation for Publish to "\$KV.moa-registry.t.geo.adapter"/)
+    const kv = await new Kvm(geo).open("moa_t_registry")
+    await expect(kv.put("t.geo.adapter", "geo-evil")).rejects.toThrow(/Permissions Violation for Publish to "\$KV.moa_t_registry.t.geo.adapter"/)
     await expect(kv.delete("t.geo.adapter")).rejects.toThrow(/Permissions Violation/)
     expect((await kv.get("t.geo.adapter"))?.string()).toBe("geo-v1") // unchanged
 
@@ -167,7 +167,7 @@ describe("moa auth init output", () => {
     // the server names the credential (connection name) and the subject
     await server.waitForLog(/"v[^"]*:expert-geo" - Publish Violation - Nkey "U[A-Z2-7]+", Subject "moa.t.jobs.math"/)
     await server.waitForLog(/"v[^"]*:expert-geo" - Subscription Violation - Nkey "U[A-Z2-7]+", Subject "moa.t.math.generate"/)
-    await server.waitForLog(/"v[^"]*:expert-geo" - Publish Violation - Nkey "U[A-Z2-7]+", Subject "\$KV.moa-registry.t.geo.adapter"/)
+    await server.waitForLog(/"v[^"]*:expert-geo" - Publish Violation - Nkey "U[A-Z2-7]+", Subject "\$KV.moa_t_registry.t.geo.adapter"/)
   })
 
   it("keeps the router off training and the console off everything but the router", async () => {
@@ -176,7 +176,7 @@ describe("moa auth init output", () => {
     await expect(router.request("moa.t.geo.train", te.encode("x"), { timeout: 2000 })).rejects.toThrow(/Permissions Violation for Publish to "moa.t.geo.train"/)
     const { nc: consoleNc } = await as("console")
     await expect(consoleNc.request("moa.t.geo.generate", te.encode("x"), { timeout: 2000 })).rejects.toThrow(/Permissions Violation for Publish to "moa.t.geo.generate"/)
-    await expect(new Kvm(consoleNc).open("moa-registry").then((b) => b.get("t.geo.adapter"))).rejects.toThrow(/Permissions Violation/)
+    await expect(new Kvm(consoleNc).open("moa_t_registry").then((b) => b.get("t.geo.adapter"))).rejects.toThrow(/Permissions Violation/)
     await server.waitForLog(/"v[^"]*:console" - Publish Violation - Nkey "U[A-Z2-7]+", Subject "moa.t.geo.generate"/)
   })
 
