@@ -4,7 +4,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { PreferenceConfigError } from "./config.ts"
 import { dpoConfig, dpoLoss, type DPOConfig, type LossOutput } from "./dpo.ts"
-import { groupAdvantages, grpoLoss, type GRPOConfig } from "./grpo.ts"
+import { groupAdvantages, grpoLoss, type GroupAdvantages, type GRPOConfig } from "./grpo.ts"
 import { ktoLoss, type KTOConfig } from "./kto.ts"
 import { gae, ppoLoss, ppoRewards, type PPOConfig } from "./ppo.ts"
 import { sequenceLogps } from "./ops.ts"
@@ -307,7 +307,8 @@ export async function trainGRPO(
     if (bad >= 0) throw new Error(`trainGRPO: reward ${bad} is ${rewards[bad]}; rewards must be finite numbers`)
 
     const batch = completionBatch(samples, ctx, "sample")
-    const adv = tf.tidy(() => groupAdvantages(tf.tensor1d(rewards), G, config.scaleRewards))
+    // tidy keeps only the returned tensors (advantages and metrics), not the intermediates
+    const adv = tf.tidy(() => groupAdvantages(tf.tensor1d(rewards), G, config.scaleRewards) as unknown as tf.TensorContainer) as unknown as GroupAdvantages
     const old = config.numIterations > 1 ? tf.tidy(() => tokenLogps(model, batch, config.temperature)) : undefined
     const ref = config.beta > 0 ? tf.tidy(() => tokenLogps(options.reference!, batch, config.temperature)) : undefined
     const rewardMetrics: Record<string, number> = {}
