@@ -138,9 +138,10 @@ export function progressLine(done: number, total: number, parts: string[], width
   return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${parts.join(" | ")}`
 }
 
-/** Renders progress on stderr: redrawn in place on a terminal, a line every ~5% otherwise. */
+/** Renders progress on stderr: redrawn in place on a terminal, otherwise a line every 5% or 30 s. */
 export function progressRenderer(stream: NodeJS.WriteStream = process.stderr) {
   let lastPct = -1
+  let lastAt = Date.now()
   let lastVal: number | undefined
   return {
     train(p: Progress) {
@@ -158,8 +159,10 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr) {
         return
       }
       const pct = Math.floor((100 * done) / Math.max(1, total) / 5)
-      if (pct !== lastPct || done >= total) {
+      const now = Date.now()
+      if (pct !== lastPct || done >= total || now - lastAt > 30_000) {
         lastPct = pct
+        lastAt = now
         stream.write(`${line}\n`)
       }
     },
