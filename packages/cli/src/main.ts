@@ -10,6 +10,7 @@ import { callCommand } from "./commands/call.ts"
 import { downCommand } from "./commands/down.ts"
 import { evalCommand } from "./commands/eval.ts"
 import { generateCommand } from "./commands/generate.ts"
+import { routerCommand } from "./commands/router.ts"
 import { statusCommand } from "./commands/status.ts"
 import { trainCommand } from "./commands/train.ts"
 import { tuneCommand } from "./commands/tune.ts"
@@ -27,6 +28,7 @@ const commands: Array<Command.Command<any, any, any, any>> = [
   generateCommand,
   evalCommand,
   tuneCommand,
+  routerCommand,
   // more commands here (train, generate, eval, tune, …)
 ]
 
