@@ -18,6 +18,9 @@ import {
   ppoConfig,
   ppoLoss,
   ppoRewards,
+  datasetShapeOf,
+  PREFERENCE_ALGOS,
+  preferenceConfig,
   PreferenceConfigError,
   simpoConfig,
   simpoLoss,
@@ -304,6 +307,16 @@ describe("configs validate and name the wrong field", () => {
       expect(make).toThrow(message)
     })
   }
+
+  it("preferenceConfig selects any objective by name and knows its dataset shape", () => {
+    expect(preferenceConfig("ipo")).toMatchObject({ algo: "dpo", lossType: "ipo" })
+    expect(preferenceConfig("kto", { beta: 0.2 })).toMatchObject({ algo: "kto", beta: 0.2 })
+    expect(preferenceConfig("grpo")).toMatchObject({ algo: "grpo", numGenerations: 8 })
+    expect(PREFERENCE_ALGOS.map(datasetShapeOf)).toEqual(["preference", "preference", "preference", "preference", "unpaired", "prompt", "prompt"])
+    expect(() => preferenceConfig("rlhf" as never)).toThrow(/preferenceConfig\.algo: must be one of dpo, ipo, simpo, orpo, kto, grpo, ppo/)
+    expect(() => preferenceConfig("ppo", { cliprange: 2 })).toThrow(/PPOConfig\.cliprange: must be < 1/)
+    expect(() => grpoConfig({ rewardWeights: [1, Number.NaN] })).toThrow(/GRPOConfig\.rewardWeights: must be an array of finite numbers/)
+  })
 
   it("grpoLoss with beta > 0 and no reference says what to pass", () => {
     tf.tidy(() => {

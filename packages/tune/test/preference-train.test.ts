@@ -34,6 +34,7 @@ import {
   trainKTO,
   trainPPO,
   type PairwiseAlgo,
+  type Sample,
   type TokenPair,
 } from "../src/preference/index.ts"
 
@@ -221,6 +222,28 @@ describe("GRPO with a verifiable reward", () => {
     await expect(trainGRPO(model, prompts, () => [1], cfg)).rejects.toThrow(/returned 1 values for 2 samples/)
     await expect(trainGRPO(model, prompts, (s) => s.map(() => Number.NaN), cfg)).rejects.toThrow(/rewards must be finite/)
     await expect(trainGRPO(model, prompts, (s) => s.map(() => 1), grpoConfig({ beta: 0.1 }))).rejects.toThrow(/GRPOConfig\.beta: .*options\.reference/)
+
+    await expect(trainGRPO(model, prompts, [() => [1, 1], () => [1, 1]], grpoConfig({ ...cfg, rewardWeights: [1] }))).rejects.toThrow(/GRPOConfig\.rewardWeights: has 1 weights for 2 reward functions/)
+  })
+
+  it("several reward functions are summed with their weights and logged one by one", async () => {
+    restore(model)
+    const correct = (s: Sample[]) => s.map((x) => (x.completion[0] === right(x.prompt[1] - 4)[0] ? 1 : 0))
+    const short = (s: Sample[]) => s.map((x) => -x.completion.length)
+    const seen: number[][] = []
+    const result = await trainGRPO(
+      model,
+      prompts,
+      [correct, short, (s: Sample[]) => (seen.push(correct(s).map((c, i) => c + 0.5 * short(s)[i])), s.map(() => 0))],
+      grpoConfig({ numGenerations: 4, batchSize: K, maxSteps: 1, maxCompletionLength: 2, rewardWeights: [1, 0.5, 1] }),
+      undefined,
+      { eosTokenId: EOS },
+    )
+    const m = result.history[0]
+    expect(Object.keys(m)).toEqual(expect.arrayContaining(["rewards/correct/mean", "rewards/short/mean", "rewards/reward_2/mean"]))
+    const expected = seen[0].reduce((a, b) => a + b, 0) / seen[0].length
+    expect(m.reward).toBeCloseTo(expected, 5)
+    expect(m.reward).toBeCloseTo(m["rewards/correct/mean"] + 0.5 * m["rewards/short/mean"], 5)
   })
 })
 

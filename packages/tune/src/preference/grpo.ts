@@ -27,6 +27,8 @@ export interface GRPOConfig extends TrainingArgs {
   maxCompletionLength: number
   /** Optimizer steps per generated batch (μ in the paper); > 1 makes the clipped ratio matter. */
   numIterations: number
+  /** Weights of the reward functions when several are given (TRL `reward_weights`); [] = 1 each. */
+  rewardWeights: number[]
 }
 
 export function grpoConfig(given?: Partial<GRPOConfig>): GRPOConfig {
@@ -45,6 +47,7 @@ export function grpoConfig(given?: Partial<GRPOConfig>): GRPOConfig {
       temperature: 1.0,
       maxCompletionLength: 16,
       numIterations: 1,
+      rewardWeights: [],
     },
     {
       numGenerations: (v) =>
@@ -57,6 +60,8 @@ export function grpoConfig(given?: Partial<GRPOConfig>): GRPOConfig {
       temperature: positive,
       maxCompletionLength: positiveInt,
       numIterations: positiveInt,
+      rewardWeights: (v) =>
+        Array.isArray(v) && v.every((w) => typeof w === "number" && Number.isFinite(w)) ? undefined : `must be an array of finite numbers, got ${JSON.stringify(v)}`,
     },
     given,
   )

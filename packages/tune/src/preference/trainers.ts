@@ -4,9 +4,9 @@
 import * as tf from "@tensorflow/tfjs"
 import { PreferenceConfigError } from "./config.ts"
 import { dpoConfig, dpoLoss, type DPOConfig, type LossOutput } from "./dpo.ts"
-import { groupAdvantages, grpoLoss, type GroupAdvantages, type GRPOConfig } from "./grpo.ts"
-import { ktoLoss, type KTOConfig } from "./kto.ts"
-import { gae, ppoLoss, ppoRewards, type PPOConfig } from "./ppo.ts"
+import { groupAdvantages, grpoConfig, grpoLoss, type GroupAdvantages, type GRPOConfig } from "./grpo.ts"
+import { ktoConfig, ktoLoss, type KTOConfig } from "./kto.ts"
+import { gae, ppoConfig, ppoLoss, ppoRewards, type PPOConfig } from "./ppo.ts"
 import { sequenceLogps } from "./ops.ts"
 import {
   completionBatch,
@@ -46,6 +46,36 @@ export function pairwiseConfig(algo: PairwiseAlgo, given: Record<string, unknown
     default:
       throw new PreferenceConfigError("pairwiseConfig", "algo", `must be one of "dpo", "ipo", "simpo", "orpo", got ${JSON.stringify(algo)}`)
   }
+}
+
+export type PreferenceAlgo = PairwiseAlgo | "kto" | "grpo" | "ppo"
+export const PREFERENCE_ALGOS: readonly PreferenceAlgo[] = ["dpo", "ipo", "simpo", "orpo", "kto", "grpo", "ppo"]
+
+/** Any algorithm's config, tagged with its name (what `moa round start --algo …` selects). */
+export type PreferenceConfig = PairwiseConfig | ({ algo: "kto" } & KTOConfig) | ({ algo: "grpo" } & GRPOConfig) | ({ algo: "ppo" } & PPOConfig)
+
+/** Build and validate the config of any objective by name. */
+export function preferenceConfig(algo: PreferenceAlgo, given: Record<string, unknown> = {}): PreferenceConfig {
+  switch (algo) {
+    case "kto":
+      return { algo: "kto", ...ktoConfig(given as Partial<KTOConfig>) }
+    case "grpo":
+      return { algo: "grpo", ...grpoConfig(given as Partial<GRPOConfig>) }
+    case "ppo":
+      return { algo: "ppo", ...ppoConfig(given as Partial<PPOConfig>) }
+    case "dpo":
+    case "ipo":
+    case "simpo":
+    case "orpo":
+      return pairwiseConfig(algo, given)
+    default:
+      throw new PreferenceConfigError("preferenceConfig", "algo", `must be one of ${PREFERENCE_ALGOS.join(", ")}, got ${JSON.stringify(algo)}`)
+  }
+}
+
+/** The TRL dataset shape each objective reads (the names of @moa/tune's data readers). */
+export function datasetShapeOf(algo: PreferenceAlgo): "preference" | "unpaired" | "prompt" {
+  return algo === "kto" ? "unpaired" : algo === "grpo" || algo === "ppo" ? "prompt" : "preference"
 }
 
 export interface TrainOptions {
@@ -248,6 +278,43 @@ export interface Sample {
 /** Scores a batch of samples; one finite number per sample (may be async, e.g. a judge over NATS). */
 export type RewardFn = (samples: Sample[]) => number[] | Promise<number[]>
 
+/**
+ * Run every reward function on the samples and sum them with `weights` (default 1 each), as TRL's
+ * reward_funcs / reward_weights. Each function's mean goes to the metrics as rewards/<name>/mean.
+ */
+export async function scoreSamples(
+  trainer: string,
+  rewardFns: RewardFn | RewardFn[],
+  weights: number[],
+  samples: Sample[],
+  step: number,
+): Promise<{ rewards: number[]; perFunction: Record<string, number> }> {
+  const fns = Array.isArray(rewardFns) ? rewardFns : [rewardFns]
+  if (fns.length === 0) throw new PreferenceDataError(`${trainer}: no reward function; pass one or a list`)
+  if (weights.length > 0 && weights.length !== fns.length)
+    throw new PreferenceConfigError("GRPOConfig", "rewardWeights", `has ${weights.length} weights for ${fns.length} reward functions; give one weight per function or none`)
+  const total = new Array<number>(samples.length).fill(0)
+  const perFunction: Record<string, number> = {}
+  for (let f = 0; f < fns.length; f++) {
+    const name = fns[f].name || `reward_${f}`
+    const label = fns.length > 1 ? ` "${name}"` : ""
+    let r: number[]
+    try {
+      r = await fns[f](samples)
+    } catch (e) {
+      throw new Error(`${trainer}: the reward function${label} threw at step ${step}: ${(e as Error).message}`)
+    }
+    if (!Array.isArray(r) || r.length !== samples.length)
+      throw new Error(`${trainer}: the reward function${label} returned ${Array.isArray(r) ? r.length : typeof r} values for ${samples.length} samples; return one number per sample`)
+    const bad = r.findIndex((x) => typeof x !== "number" || !Number.isFinite(x))
+    if (bad >= 0) throw new Error(`${trainer}: the reward function${label} gave sample ${bad} the reward ${r[bad]}; rewards must be finite numbers`)
+    const w = weights.length > 0 ? weights[f] : 1
+    r.forEach((x, i) => (total[i] += w * x))
+    perFunction[`rewards/${name}/mean`] = r.reduce((a, b) => a + b, 0) / r.length
+  }
+  return { rewards: total, perFunction }
+}
+
 export interface GRPOOptions extends TrainOptions {
   /** Sampling stops at this token (kept in the completion and in the loss). */
   eosTokenId?: number
@@ -264,7 +331,7 @@ export interface GRPOOptions extends TrainOptions {
 export async function trainGRPO(
   model: PolicyModel,
   prompts: number[][],
-  rewardFn: RewardFn,
+  rewardFn: RewardFn | RewardFn[],
   config: GRPOConfig,
   trainableVars?: tf.Variable[],
   options: GRPOOptions = {},
@@ -295,23 +362,14 @@ export async function trainGRPO(
       const outs = sampleCompletions(model, prompts[i], { n: G, maxTokens: config.maxCompletionLength, temperature: config.temperature, eosTokenId: options.eosTokenId, random })
       for (const c of outs) samples.push({ promptIndex: i, prompt: prompts[i], completion: c })
     }
-    let rewards: number[]
-    try {
-      rewards = await rewardFn(samples)
-    } catch (e) {
-      throw new Error(`trainGRPO: the reward function threw at step ${step}: ${(e as Error).message}`)
-    }
-    if (!Array.isArray(rewards) || rewards.length !== samples.length)
-      throw new Error(`trainGRPO: the reward function returned ${Array.isArray(rewards) ? rewards.length : typeof rewards} values for ${samples.length} samples; return one number per sample`)
-    const bad = rewards.findIndex((r) => typeof r !== "number" || !Number.isFinite(r))
-    if (bad >= 0) throw new Error(`trainGRPO: reward ${bad} is ${rewards[bad]}; rewards must be finite numbers`)
+    const { rewards, perFunction } = await scoreSamples("trainGRPO", rewardFn, config.rewardWeights, samples, step)
 
     const batch = completionBatch(samples, ctx, "sample")
     // tidy keeps only the returned tensors (advantages and metrics), not the intermediates
     const adv = tf.tidy(() => groupAdvantages(tf.tensor1d(rewards), G, config.scaleRewards) as unknown as tf.TensorContainer) as unknown as GroupAdvantages
     const old = config.numIterations > 1 ? tf.tidy(() => tokenLogps(model, batch, config.temperature)) : undefined
     const ref = config.beta > 0 ? tf.tidy(() => tokenLogps(options.reference!, batch, config.temperature)) : undefined
-    const rewardMetrics: Record<string, number> = {}
+    const rewardMetrics: Record<string, number> = { ...perFunction }
     for (const [k, v] of Object.entries(adv.metrics)) rewardMetrics[k] = v.dataSync()[0]
     tf.dispose(Object.values(adv.metrics))
     rewardMetrics["completion_length"] = samples.reduce((s, x) => s + x.completion.length, 0) / samples.length
@@ -389,7 +447,7 @@ export interface PPOOptions extends TrainOptions {
 export async function trainPPO(
   model: ValueModel,
   prompts: number[][],
-  rewardFn: RewardFn,
+  rewardFn: RewardFn | RewardFn[],
   config: PPOConfig,
   trainableVars?: tf.Variable[],
   options: PPOOptions = {},
@@ -421,14 +479,7 @@ export async function trainPPO(
       prompt: prompts[i],
       completion: sampleCompletions(model, prompts[i], { n: 1, maxTokens: config.maxCompletionLength, temperature: config.temperature, eosTokenId: options.eosTokenId, random })[0],
     }))
-    let scores: number[]
-    try {
-      scores = await rewardFn(samples)
-    } catch (e) {
-      throw new Error(`trainPPO: the reward function threw at step ${step}: ${(e as Error).message}`)
-    }
-    if (!Array.isArray(scores) || scores.length !== samples.length || scores.some((s) => typeof s !== "number" || !Number.isFinite(s)))
-      throw new Error(`trainPPO: the reward function must return ${samples.length} finite numbers, got ${JSON.stringify(scores)}`)
+    const { rewards: scores, perFunction } = await scoreSamples("trainPPO", rewardFn, [], samples, step)
     const batch = completionBatch(samples, ctx, "sample")
     // rollout statistics, no gradient
     const roll = tf.tidy(() => {
@@ -438,7 +489,7 @@ export async function trainPPO(
       const { advantages, returns } = gae({ rewards: r.rewards, values, mask: batch.mask }, config)
       return { logps, values, advantages, returns, metrics: r.metrics }
     })
-    const rewardMetrics: Record<string, number> = {}
+    const rewardMetrics: Record<string, number> = { ...perFunction }
     for (const [k, v] of Object.entries(roll.metrics)) rewardMetrics[k] = v.dataSync()[0]
     let metrics: Record<string, number> = {}
     for (let epoch = 0; epoch < config.numPpoEpochs; epoch++) {
