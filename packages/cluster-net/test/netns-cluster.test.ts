@@ -8,9 +8,11 @@
  * Everything (processes, namespaces, stores) is removed in afterAll, and by an exit hook if
  * the test process dies. Skipped (with the reason) only without root or `ip`.
  */
+import { execFileSync, type ChildProcess } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   createTestNetwork,
@@ -31,6 +33,8 @@ let dir: string
 const servers: Array<ServerProcess | undefined> = []
 const configs: Array<string> = []
 const agents: Array<NsAgent> = []
+const supervisors: Array<ChildProcess> = []
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url))
 let A: TestHost, B: TestHost, C: TestHost
 
 const url = (h: TestHost) => `nats://${h.ip}:4222`
@@ -52,6 +56,31 @@ const agent = async (h: TestHost, name: string) => {
 let t0 = Date.now()
 /** Progress with elapsed seconds, so a slow CI run shows where the time went. */
 const step = (what: string) => console.info(`[netns +${((Date.now() - t0) / 1000).toFixed(1)}s] ${what}`)
+
+/** SIGKILL a process started with `detached: true` and everything in its process group. */
+const killGroup = (p: ChildProcess) => {
+  try {
+    if (p.pid) process.kill(-p.pid, "SIGKILL")
+  } catch {
+    // gone
+  }
+}
+const pidsIn = (h: TestHost): Set<number> =>
+  new Set(execFileSync("ip", ["netns", "pids", h.ns]).toString().split(/\s+/).filter(Boolean).map(Number))
+
+/** `moa up <quickstart> --only <agents> --nats <all three servers>` on a host: the real multi-host path. */
+const moaUpOnly = (h: TestHost, only: string) => {
+  const cwd = join(dir, `moa-${h.index}`) // its own .moa/run state, as on a separate machine
+  mkdirSync(cwd, { recursive: true })
+  const p = net.spawn(
+    h,
+    process.execPath,
+    [join(ROOT, "packages/cli/bin/moa.js"), "up", join(ROOT, "examples/quickstart/cluster.ts"), "--only", only, "--nats", serversFor(h).join(",")],
+    { cwd, stdio: ["ignore", "ignore", "ignore"], detached: true },
+  )
+  supervisors.push(p)
+  return p
+}
 
 type Answer = { tag: string; attempt: number; server: string }
 
@@ -85,6 +114,7 @@ describe.skipIf(unavailable !== undefined)("moa on three hosts (network namespac
 
   afterAll(async () => {
     for (const a of agents) a.kill()
+    for (const p of supervisors) killGroup(p)
     for (const s of servers) await s?.kill("SIGKILL").catch(() => undefined)
     net?.destroy()
     if (dir) rmSync(dir, { recursive: true, force: true })
@@ -183,4 +213,26 @@ describe.skipIf(unavailable !== undefined)("moa on three hosts (network namespac
     expect(all.messages).toBe(110)
     expect(all.data).toEqual(Array.from({ length: 110 }, (_, i) => `job-${i}`))
   }, 120_000)
+
+  it("runs moa's own agents with `moa up --only` on two hosts; killing one host's agents moves queries to the other", async () => {
+    const reqC = agents[1]
+    t0 = Date.now()
+    const upA = moaUpOnly(A, "upper")
+    moaUpOnly(B, "upper")
+    type Info = { reply: { pid: number; agent: string }; attempt: number }
+    const call = () => reqC.call<Info>("agentCall", { cluster: "quickstart", agent: "upper", verb: "info", request: {}, attempts: 90, timeout: 2000, pause: 500 }, 230_000)
+    // both hosts' replicas answer (the queue group spans hosts)
+    const hostOf = (pid: number) => (pidsIn(A).has(pid) ? "A" : pidsIn(B).has(pid) ? "B" : `? (${pid})`)
+    const seen = new Set<string>()
+    for (let i = 0; i < 200 && seen.size < 2; i++) seen.add(hostOf((await call()).reply.pid))
+    expect(seen).toEqual(new Set(["A", "B"]))
+    const g = await reqC.call<{ reply: { text: string } }>("agentCall", { cluster: "quickstart", agent: "upper", verb: "generate", request: { prompt: "across hosts" }, attempts: 10 })
+    expect(g.reply.text).toBe("ACROSS HOSTS")
+    step("moa agents on A and B both answer from C")
+    killGroup(upA) // host A's supervisor and its agent die at once
+    const after: Array<string> = []
+    for (let i = 0; i < 10; i++) after.push(hostOf((await call()).reply.pid))
+    expect(after).toEqual(Array(10).fill("B"))
+    step("host A's agents killed: all queries answered on B")
+  }, 240_000) // `moa up` start-up (tsx, cluster file, agents) is slow on a loaded 2-core machine
 })
