@@ -8,7 +8,7 @@
  * several adapters on the same set, as one markdown table (exact match per task, loss, perplexity).
  */
 import * as fs from "node:fs"
-import { Args, Command, Options } from "@effect/cli"
+import { Command, Options } from "@effect/cli"
 import { Effect, Option } from "effect"
 import type { BackendName } from "@moa/model"
 import { type QuantBits, type TuneMethod, compareAdapters, runTune } from "@moa/tune"
@@ -134,4 +134,3 @@ export const tuneCommand = Command.make("tune").pipe(
     compareCommand,
   ]),
 )
-void Args
