@@ -17,6 +17,7 @@ import {
   decodeEither,
   encodeEither,
   encodeSync,
+  encodeTrustedEither,
   MoaError,
   moaError,
   timeoutError,
@@ -102,7 +103,7 @@ export const requestPromise = async <Req, Res>(
   opts: RequestOptions = {},
 ): Promise<Res> => {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
-  const bytes = encodeEither(reqSchema, value, { dl: Date.now() + timeoutMs })
+  const bytes = encodeTrustedEither(reqSchema, value, { dl: Date.now() + timeoutMs })
   if (Either.isLeft(bytes)) throw bytes.left
   let msg: Msg
   try {
@@ -113,7 +114,8 @@ export const requestPromise = async <Req, Res>(
   const err = errorOf(msg)
   if (err) throw err
   const out = decodeEither(resSchema, msg.data, `invalid reply from ${subject}`)
-  if (Either.isLeft(out)) throw out.left
+  // A reply that breaks its schema is the server's fault, not the caller's.
+  if (Either.isLeft(out)) throw out.left.code === "BAD_REQUEST" ? moaError("INTERNAL", out.left.message, { field: out.left.field }) : out.left
   return out.right
 }
 

@@ -3,7 +3,7 @@
  * with the payload encoded/decoded through an Effect Schema. Decoding never throws: it
  * yields a `MoaError` whose `field` names the first offending field.
  */
-import { Effect, Either, ParseResult, Schema } from "effect"
+import { Effect, Either, Option, ParseResult, Schema, SchemaAST } from "effect"
 import { Packr } from "msgpackr"
 import { moaError, type MoaError } from "./errors.ts"
 
@@ -36,13 +36,94 @@ export const parseErrorToMoa = (err: ParseResult.ParseError, what: string): MoaE
   })
 }
 
+type Check = (u: unknown) => boolean
+const noOptions: SchemaAST.ParseOptions = {}
+
+/**
+ * A fast accept-only check compiled from a plain schema's AST (structs, records, arrays,
+ * unions, literals, keywords and their refinements — the same filter functions Effect runs).
+ * It never rejects by itself: a value it does not accept goes through the full Effect decoder,
+ * which gives the error naming the field. `undefined` when the AST has parts it does not know.
+ */
+const compileCheck = (ast: SchemaAST.AST): Check | undefined => {
+  switch (ast._tag) {
+    case "StringKeyword":
+      return (u) => typeof u === "string"
+    case "NumberKeyword":
+      return (u) => typeof u === "number"
+    case "BooleanKeyword":
+      return (u) => typeof u === "boolean"
+    case "UnknownKeyword":
+    case "AnyKeyword":
+      return () => true
+    case "UndefinedKeyword":
+      return (u) => u === undefined
+    case "Literal": {
+      const lit = ast.literal
+      return (u) => u === lit
+    }
+    case "Refinement": {
+      const from = compileCheck(ast.from)
+      if (!from) return undefined
+      return (u) => from(u) && Option.isNone(ast.filter(u, noOptions, ast))
+    }
+    case "Union": {
+      const members = ast.types.map(compileCheck)
+      if (members.some((m) => m === undefined)) return undefined
+      const ms = members as Array<Check>
+      return (u) => ms.some((m) => m(u))
+    }
+    case "TupleType": {
+      if (ast.elements.length !== 0 || ast.rest.length !== 1) return undefined
+      const item = compileCheck(ast.rest[0].type)
+      if (!item) return undefined
+      return (u) => Array.isArray(u) && u.every(item)
+    }
+    case "TypeLiteral": {
+      if (ast.indexSignatures.length > 1) return undefined
+      const props: Array<{ name: string; optional: boolean; check: Check }> = []
+      for (const p of ast.propertySignatures) {
+        const check = compileCheck(p.type)
+        if (!check || typeof p.name !== "string") return undefined
+        props.push({ name: p.name, optional: p.isOptional, check })
+      }
+      let values: Check | undefined
+      if (ast.indexSignatures.length === 1) {
+        const sig = ast.indexSignatures[0]
+        if (sig.parameter._tag !== "StringKeyword" || props.length > 0) return undefined
+        values = compileCheck(sig.type)
+        if (!values) return undefined
+      }
+      const vs = values
+      return (u) => {
+        if (typeof u !== "object" || u === null || Array.isArray(u)) return false
+        const o = u as Record<string, unknown>
+        for (const p of props) {
+          const v = o[p.name]
+          if (v === undefined && !(p.name in o)) {
+            if (!p.optional) return false
+          } else if (!p.check(v)) return false
+        }
+        if (vs) for (const k in o) if (!vs(o[k])) return false
+        return true
+      }
+    }
+    default:
+      return undefined
+  }
+}
+
 const validateCache = new WeakMap<object, (u: unknown) => Either.Either<unknown, ParseResult.ParseError>>()
 const encodeCache = new WeakMap<object, (u: unknown) => Either.Either<unknown, ParseResult.ParseError>>()
 
 const decoderFor = <A, I>(schema: Schema.Schema<A, I, never>) => {
   let f = validateCache.get(schema)
   if (!f) {
-    f = Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" }) as never
+    const full = Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" }) as (u: unknown) => Either.Either<unknown, ParseResult.ParseError>
+    // Plain schemas: accept valid input with the compiled check (unknown extra fields pass
+    // through untouched); anything else, and every failure, takes Effect's decoder.
+    const fast = isPlainSchema(schema.ast) ? compileCheck(schema.ast) : undefined
+    f = fast ? (u: unknown) => (fast(u) ? Either.right(u) : full(u)) : full
     validateCache.set(schema, f!)
   }
   return f as (u: unknown) => Either.Either<A, ParseResult.ParseError>
@@ -72,6 +153,58 @@ export interface EnvelopeMeta {
 export interface Envelope extends EnvelopeMeta {
   readonly v: number
   readonly d: unknown
+}
+
+const plainCache = new WeakMap<object, boolean>()
+
+/**
+ * True when a schema has no transformations (its encoded form is its type), so a value can
+ * be packed as is. The sender of such a message skips validation: the receiver validates
+ * everything at its boundary anyway, and this keeps one schema check per hop, not two.
+ */
+export const isPlainSchema = (ast: SchemaAST.AST): boolean => {
+  const cached = plainCache.get(ast)
+  if (cached !== undefined) return cached
+  let plain: boolean
+  switch (ast._tag) {
+    case "Transformation":
+    case "Suspend":
+      plain = false
+      break
+    case "Refinement":
+      plain = isPlainSchema(ast.from)
+      break
+    case "Declaration":
+      plain = ast.typeParameters.length === 0
+      break
+    case "TypeLiteral":
+      plain = ast.propertySignatures.every((p) => isPlainSchema(p.type)) && ast.indexSignatures.every((i) => isPlainSchema(i.type))
+      break
+    case "TupleType":
+      plain = ast.elements.every((e) => isPlainSchema(e.type)) && ast.rest.every((r) => isPlainSchema(r.type))
+      break
+    case "Union":
+      plain = ast.types.every(isPlainSchema)
+      break
+    default:
+      plain = true
+  }
+  plainCache.set(ast, plain)
+  return plain
+}
+
+/**
+ * Encode for sending without validating when the schema is plain (see `isPlainSchema`);
+ * falls back to `encodeEither` otherwise. Use on hot paths whose receiver decodes through
+ * the same schema.
+ */
+export const encodeTrustedEither = <A, I>(schema: Schema.Schema<A, I, never>, value: A, meta?: EnvelopeMeta): Either.Either<Uint8Array, MoaError> => {
+  if (!isPlainSchema(schema.ast)) return encodeEither(schema, value, meta)
+  try {
+    return Either.right(packr.pack(meta?.dl !== undefined ? { v: PROTOCOL_VERSION, d: value, dl: meta.dl } : { v: PROTOCOL_VERSION, d: value }))
+  } catch (e) {
+    return Either.left(moaError("INTERNAL", `cannot encode message: ${(e as Error).message}`))
+  }
 }
 
 /** Encode to wire bytes: schema-encode `value`, wrap in the envelope, msgpack it. */

@@ -108,3 +108,29 @@ describe("subjects", () => {
     expect(checkName("ok_name-1")).toBeUndefined()
   })
 })
+
+describe("fast validation path", () => {
+  it("accepts and refuses exactly what Effect Schema does", async () => {
+    const { Schema } = await import("effect")
+    const { decodeValueEither, AgentInfo, ScoreRequest } = await import("../src/index.ts")
+    const cases: Array<[Schema.Schema<any, any, never>, unknown]> = [
+      [GenerateRequest, { prompt: "x" }],
+      [GenerateRequest, { prompt: "x", maxTokens: 0 }],
+      [GenerateRequest, { prompt: "x", maxTokens: 1.5 }],
+      [GenerateRequest, { prompt: "x", topP: 0 }],
+      [GenerateRequest, { prompt: "x", topP: 1, stop: ["a", "b"] }],
+      [GenerateRequest, { prompt: "x", stop: ["a", 1] }],
+      [GenerateRequest, { prompt: "x", stream: undefined }],
+      [GenerateRequest, { prompt: 3 }],
+      [GenerateRequest, ["x"]],
+      [GenerateRequest, null],
+      [ScoreRequest, { prompt: "p", completions: [] }],
+      [ScoreRequest, { prompt: "p", completions: ["a"] }],
+      [AgentInfo, { cluster: "c", agent: "a", role: "r", version: "1", backend: "b", id: "i", replica: 0, replicas: 1, pid: 1, host: "h", startedAt: "t", verbs: [], concurrency: 1, maxPayload: 1, protocol: 1, metadata: { a: "b" } }],
+      [AgentInfo, { cluster: "c", agent: "a", role: "r", version: "1", backend: "b", id: "i", replica: 0, replicas: 1, pid: 1, host: "h", startedAt: "t", verbs: [], concurrency: 1, maxPayload: 1, protocol: 1, metadata: { a: 1 } }],
+    ]
+    for (const [schema, value] of cases) {
+      expect([value, Either.isRight(decodeValueEither(schema, value))]).toEqual([value, Schema.is(schema)(value)])
+    }
+  })
+})

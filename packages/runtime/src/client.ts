@@ -63,16 +63,26 @@ const schemasFor = (verb: string, opts: CallOptions<any, any, any> = {}) => {
 /** A client for the agents of `cluster` over an open connection. */
 export const makeClient = (nc: NatsConnection, cluster: string): AgentClient => {
   const natsService = { nc, options: { servers: nc.getServer() } as NatsOptions }
+  const subjects = new Map<string, string>()
+  const subjectOf = (agent: string, verb: string) => {
+    const k = `${agent}\u0000${verb}`
+    let s = subjects.get(k)
+    if (s === undefined) {
+      s = verbSubject(cluster, agent, verb)
+      if (subjects.size < 10_000) subjects.set(k, s)
+    }
+    return s
+  }
   const streamEffect = (agent: string, verb: string, req: unknown, opts: CallOptions<any, any, any> = {}) => {
     const s = schemasFor(verb, opts)
-    return requestStream(verbSubject(cluster, agent, verb), s.request, s.chunk, req, opts).pipe(Stream.provideService(Nats, natsService))
+    return requestStream(subjectOf(agent, verb), s.request, s.chunk, req, opts).pipe(Stream.provideService(Nats, natsService))
   }
   const client: AgentClient = {
     cluster,
     nc,
     call: ((agent: string, verb: string, req: unknown, opts: CallOptions<any, any, any> = {}) => {
       const s = schemasFor(verb, opts)
-      return requestPromise(nc, verbSubject(cluster, agent, verb), s.request, s.response, req, opts)
+      return requestPromise(nc, subjectOf(agent, verb), s.request, s.response, req, opts)
     }) as AgentClient["call"],
     callEffect: ((agent: string, verb: string, req: unknown, opts: CallOptions<any, any, any> = {}) =>
       Effect.tryPromise({

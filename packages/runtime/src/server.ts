@@ -20,6 +20,7 @@ import {
   decodeValueEither,
   encodeEither,
   encodeSync,
+  encodeTrustedEither,
   eventSubject,
   HealthVerb,
   InfoVerb,
@@ -43,6 +44,12 @@ interface ResolvedVerb {
   readonly spec: VerbSpec<any, any, any>
   readonly handle: Handler<any, any, any, any>
   readonly stats: LatencyWindow
+  /**
+   * Standard verbs: every moa client decodes the reply through the same schema, so the
+   * server only packs it (one schema check per hop). Custom verbs: only the server knows the
+   * schema, so it validates what the handler returned.
+   */
+  readonly trustReply: boolean
 }
 
 const GenericSpec = (name: string): VerbSpec<unknown, unknown, unknown> => ({ name, request: AnyValue, response: AnyValue, chunk: AnyValue })
@@ -50,9 +57,9 @@ const GenericSpec = (name: string): VerbSpec<unknown, unknown, unknown> => ({ na
 const resolveVerb = (name: string, h: AnyHandler<any>): ResolvedVerb => {
   if (typeof h === "function") {
     const std = (StandardVerbs as unknown as Record<string, VerbSpec>)[name]
-    return { name, spec: std ?? GenericSpec(name), handle: h, stats: new LatencyWindow() }
+    return { name, spec: std ?? GenericSpec(name), handle: h, stats: new LatencyWindow(), trustReply: std !== undefined }
   }
-  return { name, spec: { ...h.spec, name }, handle: h.handle, stats: new LatencyWindow() }
+  return { name, spec: { ...h.spec, name }, handle: h.handle, stats: new LatencyWindow(), trustReply: false }
 }
 
 const isAsyncIterable = (u: unknown): u is AsyncIterable<unknown> =>
@@ -116,33 +123,33 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
   }
 
   const baseCtx = cfg.setupContext
-  const makeCtx = (verbName: string, deadline: number, reqLog?: Logger): HandlerContext<any> & { abort?: AbortController } => {
-    let ac: AbortController | undefined
-    let timer: NodeJS.Timeout | undefined
-    const ctx = {
-      ...baseCtx,
-      state: cfg.state,
-      verb: verbName,
-      deadline,
-      emit,
-      log: reqLog ?? log,
-      get signal(): AbortSignal {
-        if (!ac) {
-          ac = new AbortController()
-          controllers.add(ac)
-          const a = ac
-          timer = setTimeout(() => a.abort(moaError("TIMEOUT", `deadline passed while serving ${verbName}`)), Math.max(0, deadline - Date.now()))
-          timer.unref()
-        }
-        return ac.signal
-      },
-      done() {
-        if (timer) clearTimeout(timer)
-        if (ac) controllers.delete(ac)
-      },
+  // Per-request context: a small class whose prototype carries the per-agent fields, so
+  // each request allocates only what differs (verb, deadline, lazily an AbortController).
+  class RequestCtx {
+    private ac: AbortController | undefined
+    private timer: NodeJS.Timeout | undefined
+    constructor(
+      readonly verb: string,
+      readonly deadline: number,
+    ) {}
+    get signal(): AbortSignal {
+      if (!this.ac) {
+        const ac = new AbortController()
+        this.ac = ac
+        controllers.add(ac)
+        const verbName = this.verb
+        this.timer = setTimeout(() => ac.abort(moaError("TIMEOUT", `deadline passed while serving ${verbName}`)), Math.max(0, this.deadline - Date.now()))
+        this.timer.unref()
+      }
+      return this.ac.signal
     }
-    return ctx
+    done() {
+      if (this.timer) clearTimeout(this.timer)
+      if (this.ac) controllers.delete(this.ac)
+    }
   }
+  Object.assign(RequestCtx.prototype, { ...baseCtx, state: cfg.state, emit })
+  const makeCtx = (verbName: string, deadline: number) => new RequestCtx(verbName, deadline) as unknown as HandlerContext<any> & { done: () => void }
 
   const finish = (v: ResolvedVerb | undefined, t0: number, failed: boolean) => {
     const ms = performance.now() - t0
@@ -203,7 +210,7 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
       if (err.code === "INTERNAL") log.error({ verb: v.name, err: e instanceof Error ? { message: e.message, stack: e.stack } : e }, "handler failed")
       respondError(nc, reply, err)
     } finally {
-      ;(ctx as unknown as { done: () => void }).done()
+      ctx.done()
       inFlight--
       finish(v, t0, failed)
       next()
@@ -211,7 +218,7 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
   }
 
   const respond = (v: ResolvedVerb, reply: string, value: unknown) => {
-    const bytes = encodeEither(v.spec.response, value)
+    const bytes = v.trustReply ? encodeTrustedEither(v.spec.response, value) : encodeEither(v.spec.response, value)
     if (Either.isLeft(bytes)) {
       throw moaError("INTERNAL", `handler for "${v.name}" returned an invalid reply — ${bytes.left.message}`, { field: bytes.left.field })
     }
@@ -337,8 +344,8 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
     metadata,
   })
 
-  verbs.set("health", { name: "health", spec: HealthVerb as unknown as VerbSpec, handle: () => health(), stats: new LatencyWindow() })
-  verbs.set("info", { name: "info", spec: InfoVerb as unknown as VerbSpec, handle: () => info(), stats: new LatencyWindow() })
+  verbs.set("health", { name: "health", spec: HealthVerb as unknown as VerbSpec, handle: () => health(), stats: new LatencyWindow(), trustReply: true })
+  verbs.set("info", { name: "info", spec: InfoVerb as unknown as VerbSpec, handle: () => info(), stats: new LatencyWindow(), trustReply: true })
   void BuiltinVerbs
 
   const service: Service = await new Svcm(nc).add({
