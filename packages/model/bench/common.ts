@@ -70,7 +70,7 @@ export type ModelPkg = {
   }
   makeConfig(c: Record<string, unknown>): unknown
   makeTrainConfig(c: Record<string, unknown>): unknown
-  AdamW: new (p: Map<string, tf.Variable>) => { step(g: Map<string, tf.Tensor>, s: tf.Scalar, t: number, lr: number, c: unknown): void }
+  AdamW: new (p: Map<string, tf.Variable>) => { m: Map<string, tf.Variable>; v: Map<string, tf.Variable>; step(g: Map<string, tf.Tensor>, s: tf.Scalar, t: number, lr: number, c: unknown): void }
   maskedCrossEntropy(l: tf.Tensor2D, t: tf.Tensor1D, w: tf.Tensor1D): tf.Scalar
   generateTokens(model: unknown, prompts: number[][], o: Record<string, unknown>): Generator<(number | undefined)[], void, boolean[] | undefined>
 }
@@ -96,7 +96,7 @@ export interface Trainer {
 }
 
 /** One Adam step per call: the model package's GPT + AdamW when present, else bench/ref-gpt.ts. */
-export async function makeTrainer(cfg: BenchConfig, lr = 1e-3): Promise<Trainer> {
+export async function makeTrainer(cfg: BenchConfig, lr = 1e-3, fusedAdam = false): Promise<Trainer> {
   const pkg = await modelPkg()
   if (pkg) {
     const model = new pkg.GPT(gptConfig(pkg, cfg), { seed: 1 })
@@ -107,13 +107,23 @@ export async function makeTrainer(cfg: BenchConfig, lr = 1e-3): Promise<Trainer>
     const w = tf.ones([cfg.batch * cfg.contextLength]) as tf.Tensor1D
     const one = tf.scalar(1)
     let t = 0
+    const native = fusedAdam ? await import("../src/native/index.js") : undefined
     return {
       numParams: model.numParams(),
-      source: "src/gpt.ts + src/train.ts AdamW",
+      source: `src/gpt.ts + ${fusedAdam ? "native fused AdamW (adamWStepInPlace)" : "src/train.ts AdamW"}`,
       step: (ids, targets) => tf.tidy(() => {
         const t1 = tf.reshape(targets, [-1]) as tf.Tensor1D
         const { value, grads } = tf.variableGrads(() => pkg.maskedCrossEntropy(model.head(model.hidden(ids, { training: true })), t1, w), vars)
-        opt.step(new Map(names.map((n, i) => [n, grads[vars[i].name]])), one, ++t, lr, tc)
+        t++
+        if (native) {
+          names.forEach((n, i) => {
+            const ok = native.adamWStepInPlace(vars[i], grads[vars[i].name], opt.m.get(n)!, opt.v.get(n)!,
+              { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: t })
+            if (!ok) throw new Error("fused AdamW needs the native backend")
+          })
+        } else {
+          opt.step(new Map(names.map((n, i) => [n, grads[vars[i].name]])), one, t, lr, tc)
+        }
         return value.dataSync()[0]
       }),
     }

@@ -1,5 +1,6 @@
 // One measurement in a fresh process (so backends and their thread pools do not interfere):
-//   tsx bench/worker.ts train <backend> <configIndex> <steps>   → one JSON line
+//   tsx bench/worker.ts train <backend> <configIndex> <steps> [fused]  → one JSON line
+//     (fused: AdamW through the native in-place kernel, adamWStepInPlace, instead of tfjs ops)
 //   tsx bench/worker.ts generate <backend> <configIndex>         → one JSON line
 // Uses the model package's GPT + AdamW + generateTokens when src/gpt.ts exists (what users run),
 // else bench/ref-gpt.ts with tf.train.adam for training (and no generation).
@@ -8,10 +9,10 @@ import { CONFIGS, batchOf, makeTrainer, modelPkg, gptConfig, useBackend, type Ba
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-async function train(backend: Backend, cfg: BenchConfig, steps: number) {
+async function train(backend: Backend, cfg: BenchConfig, steps: number, fused: boolean) {
   const desc = await useBackend(backend)
   const { ids, targets } = batchOf(cfg)
-  const tr = await makeTrainer(cfg)
+  const tr = await makeTrainer(cfg, 1e-3, fused)
   const step = () => tr.step(ids, targets)
   const params = tr.numParams
   const source = tr.source
@@ -24,7 +25,7 @@ async function train(backend: Backend, cfg: BenchConfig, steps: number) {
     times.push(performance.now() - t0)
   }
   const ms = median(times)
-  return { kind: "train", backend, desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms, losses }
+  return { kind: "train", backend, fusedAdam: fused, desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms, losses }
 }
 
 async function generate(backend: Backend, cfg: BenchConfig) {
@@ -39,10 +40,10 @@ async function generate(backend: Backend, cfg: BenchConfig) {
     for (const cache of [true, false]) {
       if (!cache && batch === 16 && backend !== "native") continue // minutes on one core; not informative
       const prompts = Array.from({ length: batch }, (_, b) => prompt.map((t) => (t + b) % cfg.vocabSize))
-      const run = () => {
+      const run = (n: number) => {
         const perToken: number[] = []
         let t0 = performance.now()
-        const it = pkg.generateTokens(model, prompts, { maxTokens, temperature: 0, cache, stopAtEos: false })
+        const it = pkg.generateTokens(model, prompts, { maxTokens: n, temperature: 0, cache, stopAtEos: false })
         for (let r = it.next(); !r.done; r = it.next()) {
           const t1 = performance.now()
           perToken.push(t1 - t0)
@@ -50,8 +51,8 @@ async function generate(backend: Backend, cfg: BenchConfig) {
         }
         return perToken
       }
-      run() // warm-up
-      const perToken = run()
+      run(8) // warm-up
+      const perToken = run(maxTokens)
       const total = perToken.reduce((a, b) => a + b, 0)
       const q = Math.max(1, Math.floor(perToken.length / 4))
       const early = perToken.slice(1, 1 + q), late = perToken.slice(-q)
@@ -65,11 +66,11 @@ async function generate(backend: Backend, cfg: BenchConfig) {
   return { kind: "generate", backend, desc, config: cfg.name, maxTokens, rows }
 }
 
-const [mode, backend, ci, steps] = process.argv.slice(2)
+const [mode, backend, ci, steps, variant] = process.argv.slice(2)
 const cfg = CONFIGS[Number(ci)]
 if (!cfg || !["native", "wasm", "cpu"].includes(backend)) {
   console.error("usage: tsx bench/worker.ts <train|generate> <native|wasm|cpu> <configIndex 0-2> [steps]")
   process.exit(2)
 }
-const out = mode === "train" ? await train(backend as Backend, cfg, Number(steps ?? 10)) : await generate(backend as Backend, cfg)
+const out = mode === "train" ? await train(backend as Backend, cfg, Number(steps ?? 10), variant === "fused") : await generate(backend as Backend, cfg)
 console.log("@@RESULT " + JSON.stringify(out))
