@@ -42,14 +42,14 @@ const originals = new Map<string, KernelFunc>()
 let wasmBmm: ((...a: unknown[]) => void) | undefined
 
 /** Install the fixes on the registered `wasm` backend. Returns false (and the reason) when skipped. */
-export function installWasmKernelFixes(): { installed: boolean; reason: string } {
-  if (installed) return { installed: true, reason: "already installed" }
-  if (tf.version.tfjs !== PINNED_TFJS_VERSION) {
+export function installWasmKernelFixes(version: string = tf.version.tfjs): { installed: boolean; reason: string } {
+  if (version !== PINNED_TFJS_VERSION) {
     return {
       installed: false,
-      reason: `tfjs ${tf.version.tfjs} is not the pinned ${PINNED_TFJS_VERSION}: wasm kernel fixes skipped (they touch backend internals)`,
+      reason: `tfjs ${version} is not the pinned ${PINNED_TFJS_VERSION}: wasm kernel fixes skipped (they touch backend internals)`,
     }
   }
+  if (installed) return { installed: true, reason: `kernel fixes for tfjs ${PINNED_TFJS_VERSION} installed` }
   const replace = (name: string, fn: (orig: KernelFunc) => KernelFunc) => {
     const orig = tf.getKernel(name, "wasm")
     const origFunc = orig?.kernelFunc as unknown as KernelFunc | undefined

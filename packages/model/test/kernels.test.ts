@@ -2,6 +2,7 @@ import * as tf from "@tensorflow/tfjs"
 import { beforeAll, describe, expect, it } from "vitest"
 import { initBackend } from "../src/backend.js"
 import { GPT, makeConfig } from "../src/gpt.js"
+import { installWasmKernelFixes } from "../src/wasm-kernels.js"
 
 // Every replaced wasm kernel against the cpu backend, on the shapes the model uses.
 const TOL = 1e-5
@@ -31,6 +32,11 @@ beforeAll(async () => {
 })
 
 describe("wasm kernel fixes match cpu", () => {
+  it("are tied to the pinned tfjs version", () => {
+    expect(installWasmKernelFixes("4.23.0")).toEqual({ installed: false, reason: expect.stringMatching(/tfjs 4.23.0 is not the pinned 4.22.0/) })
+    expect(installWasmKernelFixes().installed).toBe(true)
+  })
+
   // B=2, T=8, C=16, nh=4 (hs=4), V=11: the shapes of a small GPT, forward and backward.
   const cases: [string, () => tf.Tensor][] = [
     ["linear x@W (B*T,C)x(C,4C)", () => tf.matMul(rnd([16, 16], 1), rnd([16, 64], 2))],

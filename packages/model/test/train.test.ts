@@ -39,22 +39,22 @@ describe("training", () => {
     const seen: number[] = []
     const res = await train({
       model, train: examples, val: heldOut.map((s) => encodeExample(tok, { prompt: s, completion: reverse(s) })),
-      config: { steps: 120, batchSize: 32, lr: 3e-3, warmupSteps: 10, weightDecay: 0.01, evalEvery: 40 },
+      config: { steps: 80, batchSize: 32, lr: 3e-3, warmupSteps: 10, weightDecay: 0.01, evalEvery: 40 },
       onProgress: (p) => {
         seen.push(p.step)
         expect(p.tokensPerSec).toBeGreaterThan(0)
         expect(p.etaSec).toBeGreaterThanOrEqual(0)
       },
     })
-    expect(seen).toEqual(Array.from({ length: 120 }, (_, i) => i + 1))
+    expect(seen).toEqual(Array.from({ length: 80 }, (_, i) => i + 1))
     expect(res.history[0].loss).toBeGreaterThan(1)
     expect(res.finalLoss).toBeLessThan(0.1)
-    expect(res.history.filter((h) => h.valLoss !== undefined).length).toBe(3)
+    expect(res.history.filter((h) => h.valLoss !== undefined).length).toBe(2)
     expect(accuracy(model, heldOut)).toBeGreaterThanOrEqual(0.9)
     const val = evaluateLoss(model, examples.slice(0, 32))
     expect(val.perplexity).toBeCloseTo(Math.exp(val.loss), 6)
     model.dispose()
-  }, 120_000)
+  }, 240_000)
 
   it("resuming from a checkpoint gives the same loss curve as an uninterrupted run (dropout on)", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "moa-train-"))
