@@ -116,10 +116,10 @@ describe("pairwise preference training flips it", () => {
     ["orpo", { beta: 0.5, learningRate: 1e-2 }],
   ]
   for (const [algo, params] of cases) {
-    it(`${algo}: margin and greedy accuracy rise`, () => {
+    it(`${algo}: margin and greedy accuracy rise`, async () => {
       restore(model)
       const before = margin(model)
-      const result = trainDPO(model, pairs, pairwiseConfig(algo, { ...params, batchSize: pairs.length, maxSteps: 25 }), undefined, { cacheDir })
+      const result = await trainDPO(model, pairs, pairwiseConfig(algo, { ...params, batchSize: pairs.length, maxSteps: 25 }), undefined, { cacheDir })
       const after = margin(model)
       expect(result.history).toHaveLength(25)
       expect(after).toBeGreaterThan(before + 1)
@@ -152,13 +152,13 @@ describe("pairwise preference training flips it", () => {
     expect(readdirSync(cacheDir).filter((f) => f.startsWith("ref-pairs-")).length).toBeGreaterThanOrEqual(3)
   })
 
-  it("DPO on a LoRA adapter moves only the adapter and still flips the answer", () => {
+  it("DPO on a LoRA adapter moves only the adapter and still flips the answer", async () => {
     restore(model)
     const adapter = Adapter.create(model, { r: 4, alpha: 8, targetModules: ["q", "k", "v", "o", "fc_in", "fc_out"], seed: 3 }, { name: "toy" })
     adapter.attach(model)
     try {
       const base = new Map([...model.params].map(([k, v]) => [k, v.dataSync().slice()]))
-      const result = trainDPO(model, pairs, pairwiseConfig("dpo", { beta: 0.1, learningRate: 1e-2, batchSize: pairs.length, maxSteps: 40 }), adapter.variables())
+      const result = await trainDPO(model, pairs, pairwiseConfig("dpo", { beta: 0.1, learningRate: 1e-2, batchSize: pairs.length, maxSteps: 40 }), adapter.variables())
       expect(result.history.at(-1)!["rewards/margins"]).toBeGreaterThan(0.3) // β·Δ: chosen-vs-rejected log-ratio moved by > 3 nats
       expect(accuracy(model)).toBeGreaterThanOrEqual(0.8)
       for (const [k, v] of model.params) expect(Array.from(v.dataSync()), `base weight ${k} must not move`).toEqual(Array.from(base.get(k)!))
@@ -169,25 +169,44 @@ describe("pairwise preference training flips it", () => {
     expect(accuracy(model)).toBe(0) // the base alone still prefers the wrong answer
   })
 
-  it("bad pairs fail before training with the example's index", () => {
+  it("bad pairs fail before training with the example's index", async () => {
     restore(model)
     const bad = [...pairs, { prompt: [], chosen: right(0), rejected: wrong(0) }]
-    expect(() => trainDPO(model, bad, pairwiseConfig("dpo"))).toThrow(PreferenceDataError)
-    expect(() => trainDPO(model, bad, pairwiseConfig("dpo"))).toThrow(new RegExp(`pair \\(chosen\\) ${pairs.length}: prompt must be a non-empty array`))
+    await expect(trainDPO(model, bad, pairwiseConfig("dpo"))).rejects.toThrow(PreferenceDataError)
+    await expect(trainDPO(model, bad, pairwiseConfig("dpo"))).rejects.toThrow(new RegExp(`pair \\(chosen\\) ${pairs.length}: prompt must be a non-empty array`))
     const long = [{ prompt: prompt(0), chosen: [4, 4, 4, 4, 4, 4, 4, 4], rejected: wrong(0) }]
-    expect(() => trainDPO(model, long, pairwiseConfig("dpo"))).toThrow(/context is 8/)
+    await expect(trainDPO(model, long, pairwiseConfig("dpo"))).rejects.toThrow(/context is 8/)
+  })
+
+  it("an abort signal stops training between steps, and the event loop runs during training", async () => {
+    restore(model)
+    const controller = new AbortController()
+    let ticks = 0
+    const timer = setInterval(() => ticks++, 0)
+    try {
+      const result = await trainDPO(model, pairs, pairwiseConfig("dpo", { batchSize: 4, maxSteps: 50 }), undefined, {
+        onStep: (step) => void (step === 3 && controller.abort()),
+        signal: controller.signal,
+      })
+      expect(result.stopped).toBe("aborted")
+      expect(result.steps).toBe(3)
+      expect(result.history).toHaveLength(3)
+    } finally {
+      clearInterval(timer)
+    }
+    expect(ticks).toBeGreaterThan(0) // timers fired between steps
   })
 })
 
 describe("KTO on unpaired labels", () => {
-  it("raises the margin and the greedy accuracy", () => {
+  it("raises the margin and the greedy accuracy", async () => {
     restore(model)
     const examples = xs.flatMap((x) => [
       { prompt: prompt(x), completion: right(x), label: true },
       ...others(x).map((completion) => ({ prompt: prompt(x), completion, label: false })),
     ])
     const before = margin(model)
-    const result = trainKTO(model, examples, ktoConfig({ beta: 0.1, batchSize: examples.length, maxSteps: 30, learningRate: 1e-2, desirableWeight: K - 1 }))
+    const result = await trainKTO(model, examples, ktoConfig({ beta: 0.1, batchSize: examples.length, maxSteps: 30, learningRate: 1e-2, desirableWeight: K - 1 }))
     expect(margin(model)).toBeGreaterThan(before + 1)
     expect(result.history.at(-1)!["rewards/margins"]).toBeGreaterThan(1)
     expect(result.history.at(-1)!.kl).toBeGreaterThanOrEqual(0)
@@ -285,9 +304,9 @@ describe("memory", () => {
     ])
     const reward = (s: { completion: number[] }[]) => s.map((x, i) => (i % 2) + x.completion.length)
     const runAll = async () => {
-      trainDPO(model, pairs, pairwiseConfig("dpo", { batchSize: K, maxSteps: 2 }))
-      trainDPO(model, pairs, pairwiseConfig("orpo", { batchSize: K, maxSteps: 2 }))
-      trainKTO(model, labelled, ktoConfig({ batchSize: 2 * K, maxSteps: 2 }))
+      await trainDPO(model, pairs, pairwiseConfig("dpo", { batchSize: K, maxSteps: 2 }))
+      await trainDPO(model, pairs, pairwiseConfig("orpo", { batchSize: K, maxSteps: 2 }))
+      await trainKTO(model, labelled, ktoConfig({ batchSize: 2 * K, maxSteps: 2 }))
       await trainGRPO(model, prompts, reward, grpoConfig({ numGenerations: 2, batchSize: K, maxSteps: 2, maxCompletionLength: 2, numIterations: 2, beta: 0.1 }), undefined, { eosTokenId: EOS, reference: model })
       const p = await trainPPO(model, prompts, reward, ppoConfig({ batchSize: K, maxSteps: 2, maxCompletionLength: 2, numPpoEpochs: 2 }), undefined, { eosTokenId: EOS, reference: model })
       p.valueHead.dispose()

@@ -85,10 +85,23 @@ export interface TrainOptions {
   optimizer?: tf.Optimizer
   /** Folder for the reference log-prob cache (see reference.ts). */
   cacheDir?: string
+  /** Stops training between two steps; the result then has `stopped: "aborted"` and the steps done so far. */
+  signal?: AbortSignal
 }
 
+/** Let the event loop run (NATS pings, replies, timers) between steps; true when asked to stop. */
+async function stopRequested(signal: AbortSignal | undefined): Promise<boolean> {
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  return signal?.aborted === true
+}
+
+const stopped = (signal: AbortSignal | undefined): { stopped?: "aborted" } => (signal?.aborted ? { stopped: "aborted" } : {})
+
 export interface TrainResult {
+  /** Optimizer steps taken (fewer than planned when stopped). */
   steps: number
+  /** Set when options.signal stopped the run early. */
+  stopped?: "aborted"
   /** One entry per step: loss, grad_norm and the objective's metrics. */
   history: Record<string, number>[]
   /** Cache key of the reference log-probs used, and whether they came from the cache. */
@@ -128,13 +141,13 @@ function checkAll(items: TokenCompletion[], ctx: number | undefined, what: strin
  * once from the model as it is when training starts (and cached under options.cacheDir), unless
  * `options.reference` gives them.
  */
-export function trainDPO(
+export async function trainDPO(
   model: PolicyModel,
   pairs: TokenPair[],
   config: PairwiseConfig | DPOConfig,
   trainableVars?: tf.Variable[],
   options: TrainOptions & { reference?: PairReference[] } = {},
-): TrainResult {
+): Promise<TrainResult> {
   const cfg: PairwiseConfig = "algo" in config ? (config as PairwiseConfig) : { algo: "dpo", ...config }
   if (pairs.length === 0) throw new PreferenceDataError("trainDPO: no pairs; pass at least one {prompt, chosen, rejected}")
   const ctx = contextOf(model)
@@ -161,6 +174,7 @@ export function trainDPO(
   const history: Record<string, number>[] = []
   const it = batches(pairs.length, cfg.batchSize, cfg.seed)
   for (let step = 1; step <= steps; step++) {
+    if (await stopRequested(options.signal)) break
     const idx = it.next().value as number[]
     const batch = idx.map((i) => pairs[i])
     const metrics = optimizerStep(optimizer, vars, cfg.maxGradNorm, () => {
@@ -174,7 +188,7 @@ export function trainDPO(
     options.onStep?.(step, metrics)
   }
   if (!options.optimizer) optimizer.dispose()
-  return { steps, history, reference: refInfo }
+  return { steps: history.length, history, reference: refInfo, ...stopped(options.signal) }
 }
 
 function pairwiseLoss(
@@ -209,13 +223,13 @@ function pairwiseLoss(
  * Train on prompt/completion/label examples with KTO. The KL term uses mismatched pairs built inside
  * chunks of batchSize (TRL's `_get_kl_dataset`); its policy log-probs are taken without gradient.
  */
-export function trainKTO(
+export async function trainKTO(
   model: PolicyModel,
   examples: TokenLabelled[],
   config: KTOConfig,
   trainableVars?: tf.Variable[],
   options: TrainOptions & { reference?: LabelledReference[] } = {},
-): TrainResult {
+): Promise<TrainResult> {
   if (examples.length < 2) throw new PreferenceDataError("trainKTO: needs at least 2 examples (the KL estimate pairs each prompt with another example's completion)")
   examples.forEach((e, i) => {
     if (typeof e.label !== "boolean") throw new PreferenceDataError(`example ${i}: label must be true (desirable) or false (undesirable), got ${JSON.stringify(e.label)}`)
@@ -240,6 +254,7 @@ export function trainKTO(
   const it = batches(examples.length, config.batchSize, config.seed)
   const useKL = config.lossType === "kto"
   for (let step = 1; step <= steps; step++) {
+    if (await stopRequested(options.signal)) break
     const idx = it.next().value as number[]
     const policyKL = useKL
       ? tf.tidy(() => {
@@ -265,7 +280,7 @@ export function trainKTO(
     options.onStep?.(step, metrics)
   }
   if (!options.optimizer) optimizer.dispose()
-  return { steps, history, reference: refInfo }
+  return { steps: history.length, history, reference: refInfo, ...stopped(options.signal) }
 }
 
 /** One sampled completion handed to a reward function. */
@@ -356,6 +371,7 @@ export async function trainGRPO(
   const it = batches(prompts.length, config.batchSize, config.seed)
   const G = config.numGenerations
   for (let step = 1; step <= steps; step++) {
+    if (await stopRequested(options.signal)) break
     const idx = it.next().value as number[]
     const samples: Sample[] = []
     for (const i of idx) {
@@ -387,7 +403,7 @@ export async function trainGRPO(
     options.onStep?.(step, all)
   }
   if (!options.optimizer) optimizer.dispose()
-  return { steps, history }
+  return { steps: history.length, history, ...stopped(options.signal) }
 }
 
 /** A model whose hidden states are exposed (GPT's `hidden` and `head`), so a value head can share the trunk. */
@@ -473,6 +489,7 @@ export async function trainPPO(
   const history: Record<string, number>[] = []
   const it = batches(prompts.length, config.batchSize, config.seed)
   for (let step = 1; step <= steps; step++) {
+    if (await stopRequested(options.signal)) break
     const idx = it.next().value as number[]
     const samples: Sample[] = idx.map((i) => ({
       promptIndex: i,
@@ -507,5 +524,5 @@ export async function trainPPO(
     options.onStep?.(step, all)
   }
   if (!options.optimizer) optimizer.dispose()
-  return { steps, history, valueHead }
+  return { steps: history.length, history, valueHead, ...stopped(options.signal) }
 }
