@@ -181,40 +181,57 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
     out.end()
   }
 
-  const run = async (v: ResolvedVerb, req: unknown, reply: string, deadline: number, wantsStream: boolean, t0: number) => {
+  /** Start serving one request; plain synchronous answers never leave this call stack. */
+  const run = (v: ResolvedVerb, req: unknown, reply: string, deadline: number, wantsStream: boolean, t0: number) => {
     inFlight++
     const ctx = makeCtx(v.name, deadline)
-    let failed = false
+    let out: unknown
     try {
-      let out: unknown = v.handle(req, ctx)
-      if (isPromiseLike(out)) out = await out
-      if (Effect.isEffect(out)) out = await runEffect(out as Effect.Effect<unknown, unknown, never>, deadline)
-      if (isAsyncIterable(out)) {
-        if (wantsStream) await sendStream(v, reply, out, deadline)
-        else if (v.spec.collect) {
-          const chunks: Array<unknown> = []
-          for await (const c of out) chunks.push(c)
-          respond(v, reply, v.spec.collect(chunks))
-        } else throw moaError("INTERNAL", `handler for "${v.name}" returned a stream but the request is not a streaming one`)
-      } else if (wantsStream) {
-        const s = streamReplier(nc, reply)
-        const chunk = v.spec.toChunk ? v.spec.toChunk(out) : out
-        const bytes = encodeEither(v.spec.chunk ?? AnyValue, chunk)
-        if (Either.isLeft(bytes)) throw moaError("INTERNAL", `handler for "${v.name}" returned an invalid reply: ${bytes.left.message}`)
-        s.chunk(bytes.right)
-        s.end()
-      } else respond(v, reply, out)
+      out = v.handle(req, ctx)
+      if (!wantsStream && !isPromiseLike(out) && !Effect.isEffect(out) && !isAsyncIterable(out)) {
+        respond(v, reply, out)
+        return settle(v, ctx, t0, undefined)
+      }
     } catch (e) {
-      failed = true
-      const err = toMoaError(e)
-      if (err.code === "INTERNAL") log.error({ verb: v.name, err: e instanceof Error ? { message: e.message, stack: e.stack } : e }, "handler failed")
-      respondError(nc, reply, err)
-    } finally {
-      ctx.done()
-      inFlight--
-      finish(v, t0, failed)
-      next()
+      return settle(v, ctx, t0, e, reply)
     }
+    void runAsync(v, out, reply, deadline, wantsStream).then(
+      () => settle(v, ctx, t0, undefined),
+      (e) => settle(v, ctx, t0, e, reply),
+    )
+  }
+
+  const settle = (v: ResolvedVerb, ctx: { done: () => void }, t0: number, error: unknown, reply?: string) => {
+    if (error !== undefined) {
+      const err = toMoaError(error)
+      if (err.code === "INTERNAL") log.error({ verb: v.name, err: error instanceof Error ? { message: error.message, stack: error.stack } : error }, "handler failed")
+      if (reply) respondError(nc, reply, err)
+    }
+    ctx.done()
+    inFlight--
+    finish(v, t0, error !== undefined)
+    next()
+  }
+
+  const runAsync = async (v: ResolvedVerb, first: unknown, reply: string, deadline: number, wantsStream: boolean) => {
+    let out = first
+    if (isPromiseLike(out)) out = await out
+    if (Effect.isEffect(out)) out = await runEffect(out as Effect.Effect<unknown, unknown, never>, deadline)
+    if (isAsyncIterable(out)) {
+      if (wantsStream) await sendStream(v, reply, out, deadline)
+      else if (v.spec.collect) {
+        const chunks: Array<unknown> = []
+        for await (const c of out) chunks.push(c)
+        respond(v, reply, v.spec.collect(chunks))
+      } else throw moaError("INTERNAL", `handler for "${v.name}" returned a stream but the request is not a streaming one`)
+    } else if (wantsStream) {
+      const s = streamReplier(nc, reply)
+      const chunk = v.spec.toChunk ? v.spec.toChunk(out) : out
+      const bytes = encodeEither(v.spec.chunk ?? AnyValue, chunk)
+      if (Either.isLeft(bytes)) throw moaError("INTERNAL", `handler for "${v.name}" returned an invalid reply: ${bytes.left.message}`)
+      s.chunk(bytes.right)
+      s.end()
+    } else respond(v, reply, out)
   }
 
   const respond = (v: ResolvedVerb, reply: string, value: unknown) => {
@@ -263,11 +280,11 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
     const deadline = env.right.dl ?? Date.now() + 60_000
     const wantsStream = v.spec.chunk !== undefined && v.spec.isStream !== undefined && v.spec.isStream(req)
     if (inFlight < def.concurrency) {
-      void run(v, req, reply, deadline, wantsStream, t0)
+      run(v, req, reply, deadline, wantsStream, t0)
     } else if (queue.length < def.maxQueue) {
       queue.push(() => {
         if (Date.now() > deadline) fail(reply, moaError("TIMEOUT", `request waited past its deadline in ${def.name}'s queue`), v, t0)
-        else void run(v, req, reply, deadline, wantsStream, t0)
+        else run(v, req, reply, deadline, wantsStream, t0)
       })
     } else {
       fail(
