@@ -4,9 +4,10 @@
  *
  * Everything numeric runs on the JS thread in short synchronous pieces (one decoding step of a
  * batch, one training step, one scoring pass); between pieces the engine yields to the event
- * loop, so NATS I/O, new requests and a training job interleave. Each piece first installs the
- * adapter it needs on the model's linear hook (`activate`), so pieces for different adapters can
- * follow each other safely.
+ * loop, so NATS I/O, new requests and a training job interleave. Each serving piece installs the
+ * adapter it needs on the model's linear hook and restores the previous one (`borrow`), so a
+ * training job's adapter stays installed across its own awaits and pieces for different adapters
+ * can follow each other safely.
  *
  * Batching: requests queue for at most `windowMs` (less when a deadline is closer); then the
  * oldest request and up to `maxBatch − 1` compatible ones run together. Compatible = same adapter
@@ -92,6 +93,21 @@ export class Engine {
     this.active = undefined
     adapter?.attach(this.model)
     this.active = adapter
+  }
+
+  /**
+   * Run one synchronous piece of serving work with `adapter` installed, then put back whatever was
+   * installed before. A training job installs its adapter and keeps it across its awaits; serving
+   * pieces that run in between borrow the hook and leave it as they found it.
+   */
+  borrow<T>(adapter: Adapter | undefined, fn: () => T): T {
+    const prev = this.active
+    this.activate(adapter)
+    try {
+      return fn()
+    } finally {
+      this.activate(prev)
+    }
   }
 
   /** Called before an adapter object is disposed. */
@@ -278,14 +294,13 @@ export class Engine {
     const cache = new KVCache(this.model.config.nLayers, pad)
     const eos = this.tokenizer.eos
     const step = (tokens: number[][]): Float32Array => {
-      this.activate(adapter)
       const T = tokens[0].length
-      const out = tf.tidy(() => {
+      const out = this.borrow(adapter, () => tf.tidy(() => {
         const ids = tf.tensor2d(tokens.flat(), [B, T], "int32")
         const h = this.model.hidden(ids, { cache }) // (B*T, C)
         const last = T === 1 ? h : tf.gather(h, tf.tensor1d(Array.from({ length: B }, (_, b) => b * T + T - 1), "int32")) // (B, C)
         return this.model.head(last) // (B, V)
-      })
+      }))
       const data = out.dataSync() as Float32Array
       out.dispose()
       return data
@@ -390,8 +405,7 @@ export class Engine {
     try {
       const perToken: number[][] = []
       for (let i = 0; i < completions.length; i += 32) {
-        this.activate(lease?.adapter)
-        perToken.push(...tokenLogProbs(this.model, prompt, completions.slice(i, i + 32)))
+        perToken.push(...this.borrow(lease?.adapter, () => tokenLogProbs(this.model, prompt, completions.slice(i, i + 32))))
         if (i + 32 < completions.length) await tick()
       }
       return {

@@ -241,7 +241,7 @@ export class Trainer {
         this.engine.activate(policy)
       }
 
-      let stepFn: (idx: number[]) => Record<string, number>
+      let stepFn: (idx: number[]) => Promise<Record<string, number>>
       let n = req.data.length
       let steps: number
       let batchSize: number
@@ -272,7 +272,7 @@ export class Trainer {
         const extra = Object.keys(hyper.rest())
         if (extra.length) throw bad(`unknown sft hyper-parameter ${extra.map((k) => `"${k}"`).join(", ")}; known: steps, batchSize, lr, maxGradNorm, seed`, `hyper.${extra[0]}`)
         const opt = tf.train.adam(lr)
-        stepFn = (idx) => {
+        stepFn = async (idx) => {
           pre()
           policy!.training = true
           try {
@@ -297,7 +297,7 @@ export class Trainer {
         const needsRef = cfg.algo === "dpo" && !cfg.referenceFree
         if (needsRef) reference = loadBase()
         const opt = tf.train.adam(cfg.learningRate)
-        stepFn = (idx) => {
+        stepFn = async (idx) => {
           const batch = idx.map((i) => pairs[i])
           let ref
           if (reference) {
@@ -306,7 +306,8 @@ export class Trainer {
           }
           pre()
           try {
-            const r = trainDPO(model, batch, { ...cfg, batchSize: batch.length, maxSteps: 1 }, vars, { optimizer: opt, ...(ref ? { reference: ref } : {}) })
+            // tune's trainers may yield before their step: serving borrows the hook and restores `policy`
+            const r = await trainDPO(model, batch, { ...cfg, batchSize: batch.length, maxSteps: 1 }, vars, { optimizer: opt, ...(ref ? { reference: ref } : {}) })
             return r.history[0]
           } catch (e) {
             return wrap(e)
@@ -327,7 +328,7 @@ export class Trainer {
         seed = cfg.seed
         reference = loadBase()
         const opt = tf.train.adam(cfg.learningRate)
-        stepFn = (idxIn) => {
+        stepFn = async (idxIn) => {
           // KTO's KL term needs ≥ 2 rows per batch
           const idx = idxIn.length >= 2 ? idxIn : [...idxIn, (idxIn[0] + 1) % ex.length]
           const batch = idx.map((i) => ex[i])
@@ -335,7 +336,7 @@ export class Trainer {
           const ref = precomputeLabelledReference(model, batch, batch.length, { batchSize: batch.length }).values
           pre()
           try {
-            return trainKTO(model, batch, { ...cfg, batchSize: batch.length, maxSteps: 1 }, vars, { optimizer: opt, reference: ref }).history[0]
+            return (await trainKTO(model, batch, { ...cfg, batchSize: batch.length, maxSteps: 1 }, vars, { optimizer: opt, reference: ref })).history[0]
           } catch (e) {
             return wrap(e)
           }
@@ -372,7 +373,7 @@ export class Trainer {
         seed = cfg.seed
         if (cfg.beta > 0) reference = loadBase()
         const opt = tf.train.adam(cfg.learningRate)
-        stepFn = (idx) => {
+        stepFn = async (idx) => {
           const items = idx.flatMap((i) => samples[i].completions.map((c) => ({ prompt: samples[i].prompt, completion: c })))
           const rewards = idx.flatMap((i) => samples[i].rewards)
           const batch = completionBatch(items, ctx, "sample")
@@ -406,7 +407,7 @@ export class Trainer {
       this.log("training", { adapter: name, algorithm: algo, baseVersion, steps, examples: req.data.length })
       for (let s = 0; s < steps; s++) {
         if (opts.signal?.aborted) throw moaError("CANCELLED", `training job cancelled after ${s} of ${steps} steps (nothing saved)`)
-        const m = stepFn(order.next().value as number[])
+        const m = await stepFn(order.next().value as number[])
         losses.push(m.loss)
         for (const [k, v] of Object.entries(m)) if (k !== "loss" && Number.isFinite(v)) sums[k] = (sums[k] ?? 0) + v
         await this.engine.yield()
