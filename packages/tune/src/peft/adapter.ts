@@ -243,8 +243,7 @@ export class Adapter {
     } else if (cfg.base_model_fingerprint !== mine)
       throw new AdapterError(`${cfgPath}: the adapter was trained on another base model (${cfg.base_model_name_or_path ?? "unnamed"}, ${cfg.base_model_fingerprint.slice(0, 19)}…), not this one (${mine.slice(0, 19)}…); load it with the base it was trained on`)
     if (!fs.existsSync(wPath)) throw new AdapterError(`${dir}: no ${ADAPTER_WEIGHTS}`)
-    // a plain Uint8Array copy: Buffer.slice shares memory, which the decoder does not expect
-    const { tensors } = decodeSafetensors(new Uint8Array(fs.readFileSync(wPath)), wPath)
+    const { tensors } = decodeSafetensors(fs.readFileSync(wPath), wPath)
     const names = selectTargets(linear, targets)
     const r = cfg.r!
     const layers = new Map<string, LoraLayer>()
