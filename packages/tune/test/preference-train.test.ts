@@ -176,6 +176,17 @@ describe("pairwise preference training flips it", () => {
     await expect(trainDPO(model, bad, pairwiseConfig("dpo"))).rejects.toThrow(new RegExp(`pair \\(chosen\\) ${pairs.length}: prompt must be a non-empty array`))
     const long = [{ prompt: prompt(0), chosen: [4, 4, 4, 4, 4, 4, 4, 4], rejected: wrong(0) }]
     await expect(trainDPO(model, long, pairwiseConfig("dpo"))).rejects.toThrow(/context is 8/)
+    await expect(trainDPO(model, pairs, pairwiseConfig("dpo"), undefined, { reference: [] })).rejects.toThrow(
+      new RegExp(`0 reference entries for ${pairs.length} pairs`),
+    )
+    await expect(trainDPO(model, pairs, pairwiseConfig("dpo"), [])).rejects.toThrow(/no trainable variables/)
+    await expect(trainKTO(model, [{ prompt: prompt(0), completion: right(0), label: true }], ktoConfig())).rejects.toThrow(/at least 2 examples/)
+    const unlabeled = [
+      { prompt: prompt(0), completion: right(0), label: true },
+      { prompt: prompt(1), completion: right(1), label: "good" as never },
+    ]
+    await expect(trainKTO(model, unlabeled, ktoConfig())).rejects.toThrow(/example 1: label must be true \(desirable\) or false/)
+    await expect(trainGRPO(model, [[]], () => [], grpoConfig())).rejects.toThrow(/prompt 0: must be a non-empty array of token ids/)
   })
 
   it("an abort signal stops training between steps, and the event loop runs during training", async () => {
