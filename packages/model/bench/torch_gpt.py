@@ -173,6 +173,7 @@ def bench(spec):
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     out = []
+    spec.setdefault("warmup", 2)
     for cfgd in spec["configs"]:
         c = Config(**cfgd)
         model = GPT(c)
@@ -181,18 +182,23 @@ def bench(spec):
         g = torch.Generator().manual_seed(1)
         ids = torch.randint(0, c.vocabSize, (B, T + 1), generator=g)
         x, y = ids[:, :-1], ids[:, 1:]
-        times = []
+        times, cpu = [], []
         for i in range(spec.get("warmup", 3) + spec["steps"]):
             t0 = time.perf_counter()
+            c0 = time.process_time()
             _, loss = model(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         times = sorted(times[spec.get("warmup", 3):])
+        cpu = sorted(cpu[spec.get("warmup", 3):])
         med = times[len(times) // 2]
+        cmed = cpu[len(cpu) // 2]
         out.append({"name": cfgd["name"], "params": sum(p.numel() for p in model.parameters()),
-                    "stepMs": med * 1000, "tokensPerSec": B * T / med})
+                    "stepMs": med * 1000, "tokensPerSec": B * T / med,
+                    "cpuMsPerStep": cmed * 1000, "tokensPerCpuSec": B * T / cmed})
     return out
 
 
@@ -224,6 +230,7 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     spec = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     if mode == "bench":
+        torch.set_num_threads(spec["threads"])
         print(json.dumps({"blas": blas_info(), "results": bench(spec)}))
     elif mode == "peak":
         print(json.dumps(peak(spec)))

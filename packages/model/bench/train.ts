@@ -22,9 +22,9 @@ const PY = "/usr/bin/python3"
 const OMP_BLAS = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 const log = (m: string) => console.error(`[bench] ${m}`)
 
-function runWorker(argv: string[]): Record<string, any> {
+function runWorker(argv: string[], env: NodeJS.ProcessEnv = {}): Record<string, any> {
   const r = spawnSync(process.execPath, ["--import", "tsx", path.join(here, "worker.ts"), ...argv], {
-    cwd: root, encoding: "utf8", timeout: 3_600_000, maxBuffer: 1 << 26,
+    cwd: root, encoding: "utf8", timeout: 3_600_000, maxBuffer: 1 << 26, env: { ...process.env, ...env },
   })
   const line = (r.stdout ?? "").split("\n").find((l) => l.startsWith("@@RESULT "))
   if (!line) return { error: `worker ${argv.join(" ")} failed: ${(r.stderr ?? "").trim().split("\n").slice(-5).join(" | ")}` }
@@ -61,10 +61,11 @@ log("PyTorch 2 threads"); results.torch2 = runPy(["bench", torchSpec(2)], 2)
 
 results.train = []
 for (const i of configIdx) {
-  for (const be of ["native", "native+fused", "wasm", "cpu"]) {
+  for (const be of ["native", "native+fused", "native 1 thread", "wasm", "cpu"]) {
     if (be === "cpu" && i !== 0) continue // the pure-JS backend: smallest model only
     log(`train ${be} ${CONFIGS[i].name}`)
-    const r = runWorker(["train", be.split("+")[0], String(i), String(be === "cpu" ? Math.min(steps, 3) : steps), be.endsWith("fused") ? "fused" : ""])
+    const r = runWorker(["train", be.split(/[+ ]/)[0], String(i), String(be === "cpu" ? Math.min(steps, 2) : steps), be.endsWith("fused") ? "fused" : ""],
+      be.endsWith("1 thread") ? { MOA_NATIVE_THREADS: "1" } : {})
     results.train.push({ ...r, backend: be })
   }
 }
@@ -118,6 +119,19 @@ for (const i of configIdx) {
   results.summary.push(s)
   lines.push(`| ${c.name} | ${fmt(params)} | ${fmt(s.native)} | ${fmt(s.nativeFused)} | ${fmt(s.wasm)} | ${fmt(s.cpu)} | ${fmt(s.torch1)} | ${fmt(s.torch2)} | ${fmt(s.ratio1, 2)}× | ${fmt(s.ratio2, 2)}× | ${fmt(s.ratioFused2, 2)}× | ${fmt(s.mfuNative, 1)}% (${fmt(s.mfuFused, 1)}%) | ${fmt(s.mfuTorch2, 1)}% |`)
 }
+lines.push("", "### The same runs in CPU time (robust to other processes on the machine)", "")
+lines.push("Tokens per CPU-second (process user+sys time; for multi-threaded runs this sums all threads, spin-waits included, so it is a measure of work, not of latency). " +
+  "On a shared machine this compares single-threaded runs fairly: `native 1 thread` against PyTorch 1 thread.", "")
+lines.push("| model | native 1 thread | native (2 thr) | wasm + fixes | cpu | PyTorch 1 thr | PyTorch 2 thr | native 1 thr / PyTorch 1 thr |")
+lines.push("|---|---:|---:|---:|---:|---:|---:|---:|")
+for (const i of configIdx) {
+  const c = CONFIGS[i]
+  const get = (be: string) => results.train.find((r: any) => r.backend === be && r.config === c.name)?.tokensPerCpuSec as number | undefined
+  const p1 = torchRow(results.torch1, c.name)?.tokensPerCpuSec as number | undefined, p2 = torchRow(results.torch2, c.name)?.tokensPerCpuSec as number | undefined
+  const n1 = get("native 1 thread")
+  results.summary.find((s: any) => s.config === c.name).cpuRatio1 = n1 && p1 ? n1 / p1 : undefined
+  lines.push(`| ${c.name} | ${fmt(n1)} | ${fmt(get("native"))} | ${fmt(get("wasm"))} | ${fmt(get("cpu"))} | ${fmt(p1)} | ${fmt(p2)} | ${n1 && p1 ? fmt(n1 / p1, 2) + "×" : "–"} |`)
+}
 const errors = [results.torch1, results.torch2, results.peak[1], results.peak[2], ...results.train, ...results.generate].filter((r: any) => r?.error || r?.skipped)
 lines.push("", "native: the model package's GPT and its tensor-level AdamW (src/train.ts) on the native backend — what `moa train` runs today. " +
   "native + fused AdamW: the same with the update done by `adamWStepInPlace` (one native loop per parameter instead of ~12 tfjs ops). " +
@@ -125,11 +139,11 @@ lines.push("", "native: the model package's GPT and its tensor-level AdamW (src/
 lines.push(`Model code: ${results.train.find((r: any) => r.source)?.source ?? "?"}. First and last loss of each run (same seed and batch, so backends should agree): ` +
   results.train.filter((r: any) => r.losses).map((r: any) => `${r.backend} ${r.config.split(" ")[0]} ${r.losses[0].toFixed(4)} → ${r.losses[r.losses.length - 1].toFixed(4)}`).join("; ") + ".", "")
 lines.push("## Generation tokens/s (greedy, prompt 4 tokens, to the context length)", "")
-lines.push("| model | backend | batch | KV cache | tokens/s | ms per step, first quarter | ms per step, last quarter |")
-lines.push("|---|---|---:|---|---:|---:|---:|")
+lines.push("| model | backend | batch | KV cache | tokens/s | tokens per CPU-s | ms per step, first quarter | ms per step, last quarter |")
+lines.push("|---|---|---:|---|---:|---:|---:|---:|")
 for (const g of results.generate) {
   for (const r of g.rows ?? []) {
-    lines.push(`| ${g.config} | ${g.backend} | ${r.batch} | ${r.cache ? "yes" : "no"} | ${fmt(r.tokensPerSec)} | ${fmt(r.msPerStepEarly, 1)} | ${fmt(r.msPerStepLate, 1)} |`)
+    lines.push(`| ${g.config} | ${g.backend} | ${r.batch} | ${r.cache ? "yes" : "no"} | ${fmt(r.tokensPerSec)} | ${fmt(r.tokensPerCpuSec)} | ${fmt(r.msPerStepEarly, 1)} | ${fmt(r.msPerStepLate, 1)} |`)
   }
 }
 const genRatio: string[] = []
@@ -137,7 +151,7 @@ for (const i of configIdx) {
   const c = CONFIGS[i]
   const pick = (be: string) => results.generate.find((g: any) => g.backend === be && g.config === c.name)?.rows?.find((r: any) => r.batch === 1 && r.cache)
   const n = pick("native"), w = pick("wasm")
-  if (n && w) genRatio.push(`${c.name}: ${(n.tokensPerSec / w.tokensPerSec).toFixed(2)}×`)
+  if (n && w) genRatio.push(`${c.name}: ${(n.tokensPerSec / w.tokensPerSec).toFixed(2)}× in wall time, ${(n.tokensPerCpuSec / w.tokensPerCpuSec).toFixed(2)}× in CPU time`)
 }
 results.generationRatio = genRatio
 lines.push("", `Single-stream KV-cache generation, native / wasm: ${genRatio.join("; ") || "–"}.`, "")

@@ -18,14 +18,17 @@ async function train(backend: Backend, cfg: BenchConfig, steps: number, fused: b
   const source = tr.source
   const losses: number[] = []
   for (let i = 0; i < 2; i++) losses.push(step()) // warm-up
-  const times: number[] = []
+  const times: number[] = [], cpuTimes: number[] = []
   for (let i = 0; i < steps; i++) {
-    const t0 = performance.now()
+    const t0 = performance.now(), c0 = process.cpuUsage()
     losses.push(step())
+    const c = process.cpuUsage(c0)
     times.push(performance.now() - t0)
+    cpuTimes.push((c.user + c.system) / 1000)
   }
   const ms = median(times)
-  return { kind: "train", backend, fusedAdam: fused, desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms, losses }
+  return { kind: "train", backend, fusedAdam: fused, desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms,
+    cpuMsPerStep: median(cpuTimes), tokensPerCpuSec: (cfg.batch * cfg.contextLength * 1000) / median(cpuTimes), losses }
 }
 
 async function generate(backend: Backend, cfg: BenchConfig) {
@@ -38,10 +41,12 @@ async function generate(backend: Backend, cfg: BenchConfig) {
   const maxTokens = cfg.contextLength - prompt.length
   for (const batch of [1, 4, 16]) {
     for (const cache of [true, false]) {
-      if (!cache && batch === 16 && backend !== "native") continue // minutes on one core; not informative
+      if (!cache && batch === 16) continue // minutes per run; batch 1 and 4 show the cost of no cache
       const prompts = Array.from({ length: batch }, (_, b) => prompt.map((t) => (t + b) % cfg.vocabSize))
+      let cpuMs = 0
       const run = (n: number) => {
         const perToken: number[] = []
+        const c0 = process.cpuUsage()
         let t0 = performance.now()
         const it = pkg.generateTokens(model, prompts, { maxTokens: n, temperature: 0, cache, stopAtEos: false })
         for (let r = it.next(); !r.done; r = it.next()) {
@@ -49,6 +54,8 @@ async function generate(backend: Backend, cfg: BenchConfig) {
           perToken.push(t1 - t0)
           t0 = t1
         }
+        const c = process.cpuUsage(c0)
+        cpuMs = (c.user + c.system) / 1000
         return perToken
       }
       run(8) // warm-up
@@ -59,6 +66,7 @@ async function generate(backend: Backend, cfg: BenchConfig) {
       rows.push({
         batch, cache, tokens: perToken.length * batch,
         tokensPerSec: (perToken.length * batch * 1000) / total,
+        tokensPerCpuSec: (perToken.length * batch * 1000) / cpuMs,
         msPerStepEarly: median(early), msPerStepLate: median(late),
       })
     }
