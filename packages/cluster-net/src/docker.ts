@@ -12,11 +12,14 @@ import { renderClusterConfigs } from "./nats-config.ts"
 export const DOCKER_NATS_NODES = ["nats-1", "nats-2", "nats-3"] as const
 
 /** Config text per file name; `authDir` is where `moa auth init --out docker/auth` is mounted. */
-export const renderDockerNatsConfigs = (authDir = "/etc/nats/auth"): Array<{ readonly file: string; readonly text: string }> =>
+export const renderDockerNatsConfigs = (
+  authDir = "/etc/nats/auth",
+  storeDir: (node: string) => string = () => "/data/jetstream",
+): Array<{ readonly file: string; readonly text: string }> =>
   renderClusterConfigs({
     clusterName: "moa",
     nodes: DOCKER_NATS_NODES.map((name) => ({ name, address: name, listen: "0.0.0.0" })),
-    storeDir: () => "/data/jetstream",
+    storeDir: (n) => storeDir(n.name),
     httpPort: 8222,
     routeTls: { certFile: `${authDir}/tls/server.pem`, keyFile: `${authDir}/tls/server-key.pem`, caFile: `${authDir}/tls/ca.pem`, verify: true },
     // auth.conf: accounts and per-role permissions; tls.conf: mutual TLS on the client port

@@ -12,6 +12,7 @@
  * does the same if a test dies first. Leftovers of dead test processes are swept on create.
  */
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from "node:child_process"
+import { mkdirSync, rmSync, writeFileSync } from "node:fs"
 
 export interface TestHost {
   readonly index: number
@@ -89,6 +90,7 @@ const deleteNs = (ns: string) => {
   } catch {
     // already gone
   }
+  rmSync(`/etc/netns/${ns}`, { recursive: true, force: true })
 }
 
 /** Delete namespaces left behind by test processes that no longer exist. */
@@ -123,6 +125,11 @@ export interface TestNetworkOptions {
    * 3 makes that a few seconds. Only the namespaces made here are changed.
    */
   readonly tcpRetries2?: number
+  /**
+   * Host names, one per host: every host's /etc/hosts (through `ip netns exec`'s bind mount of
+   * /etc/netns/<ns>/hosts) maps all of them to their addresses, so configs can use names.
+   */
+  readonly hostnames?: ReadonlyArray<string>
 }
 
 export const createTestNetwork = (o: TestNetworkOptions): TestNetwork => {
@@ -181,6 +188,16 @@ export const createTestNetwork = (o: TestNetworkOptions): TestNetwork => {
         ip(["netns", "exec", ns, "sh", "-c", `echo ${o.tcpRetries2} > /proc/sys/net/ipv4/tcp_retries2`])
       }
       hosts.push({ index: i, ns, ip: `${subnet}.${i + 1}` })
+    }
+    if (o.hostnames) {
+      if (o.hostnames.length !== o.hosts || o.hostnames.some((h) => !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(h))) {
+        throw new Error("createTestNetwork: hostnames must be one plain host name per host")
+      }
+      const lines = ["127.0.0.1 localhost", ...hosts.map((h) => `${h.ip} ${o.hostnames![h.index]}`)].join("\n") + "\n"
+      for (const h of hosts) {
+        mkdirSync(`/etc/netns/${h.ns}`, { recursive: true })
+        writeFileSync(`/etc/netns/${h.ns}/hosts`, lines)
+      }
     }
   } catch (e) {
     destroy()
