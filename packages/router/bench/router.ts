@@ -141,22 +141,42 @@ try {
     }
     return xs
   }
+  // direct and routed calls interleaved (A, B, A, B, …) so both see the same machine load;
+  // overhead = median of the per-pair differences
+  const paired = async (direct: () => Promise<unknown>, routed: () => Promise<unknown>) => {
+    for (let i = 0; i < 5; i++) await direct(), await routed()
+    const a: number[] = []
+    const b: number[] = []
+    const d: number[] = []
+    for (let i = 0; i < N_LAT; i++) {
+      let s = performance.now()
+      await direct()
+      const x = performance.now() - s
+      s = performance.now()
+      await routed()
+      const y = performance.now() - s
+      a.push(x)
+      b.push(y)
+      d.push(y - x)
+    }
+    return { direct: a, routed: b, overhead: median(d) }
+  }
   const sortClient = skillClients.find((c) => c.name === "sort")!
-  const direct0 = await timeIt(() => sortClient.generate({ prompt: "sort dcba" }, { deadlineMs: 5000 }))
-  const single0 = await timeIt(() => router.route({ prompt: "sort dcba", mode: "single", expert: "sort" }))
-  const moe0 = await timeIt(() => router.route({ prompt: "sort dcba", mode: "moe" }))
-  const agent0 = await timeIt(() => askRouter(nc, C, { prompt: "sort dcba", mode: "moe" }))
-  const direct20 = await timeIt(() => d20.generate({ prompt: "sort dcba" }, { deadlineMs: 5000 }))
-  const routed20 = await timeIt(() => router.route({ prompt: "sort dcba", mode: "single", expert: "d20" }))
-  say("\n## Router overhead (sequential requests, median / p90 of " + N_LAT + ")\n")
-  say("| path | median | p90 | overhead vs direct (median) |")
-  say("|---|---|---|---|")
-  say(`| direct call to expert \`sort\` (0 ms work) | ${ms(median(direct0))} | ${ms(p90(direct0))} | – |`)
-  say(`| router in-process, single → sort | ${ms(median(single0))} | ${ms(p90(single0))} | ${ms(median(single0) - median(direct0))} |`)
-  say(`| router in-process, moe (n-gram gate + call) | ${ms(median(moe0))} | ${ms(p90(moe0))} | ${ms(median(moe0) - median(direct0))} |`)
-  say(`| router agent over NATS, moe | ${ms(median(agent0))} | ${ms(p90(agent0))} | ${ms(median(agent0) - median(direct0))} |`)
-  say(`| direct call to expert \`d20\` (20 ms work) | ${ms(median(direct20))} | ${ms(p90(direct20))} | – |`)
-  say(`| router in-process, single → d20 | ${ms(median(routed20))} | ${ms(p90(routed20))} | ${ms(median(routed20) - median(direct20))} |`)
+  const callSort = () => sortClient.generate({ prompt: "sort dcba" }, { deadlineMs: 5000 })
+  const single0 = await paired(callSort, () => router.route({ prompt: "sort dcba", mode: "single", expert: "sort" }))
+  const moe0 = await paired(callSort, () => router.route({ prompt: "sort dcba", mode: "moe" }))
+  const agent0 = await paired(callSort, () => askRouter(nc, C, { prompt: "sort dcba", mode: "moe" }))
+  const callD20 = () => d20.generate({ prompt: "sort dcba" }, { deadlineMs: 5000 })
+  const routed20 = await paired(callD20, () => router.route({ prompt: "sort dcba", mode: "single", expert: "d20" }))
+  const direct20 = routed20.direct
+  say("\n## Router overhead (" + N_LAT + " pairs of sequential requests, direct and routed interleaved)\n")
+  say("| path | direct median | routed median | routed p90 | overhead (median of pair differences) |")
+  say("|---|---|---|---|---|")
+  const orow = (name: string, r: Awaited<ReturnType<typeof paired>>) => say(`| ${name} | ${ms(median(r.direct))} | ${ms(median(r.routed))} | ${ms(p90(r.routed))} | ${ms(r.overhead)} |`)
+  orow("router in-process, single → `sort` (0 ms work)", single0)
+  orow("router in-process, moe: n-gram gate + call → `sort`", moe0)
+  orow("router agent over NATS, moe → `sort` (one more NATS hop)", agent0)
+  orow("router in-process, single → `d20` (20 ms work)", routed20)
 
   const dd = await Promise.all([40, 60].map((d) => timeIt(() => all.find((c) => c.name === `d${d}`)!.generate({ prompt: "add 1 2" }, { deadlineMs: 5000 }))))
   const fan = await timeIt(() => router.route({ prompt: "add 1 2", mode: "moa", proposers: ["d20", "d40", "d60"] }))

@@ -107,6 +107,7 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
   const subject = verbSubject(cluster, name, "generate")
   const client = opts.client ?? makeClient(nc, cluster)
   let inflight = 0
+  let lastFailureAt = 0
   const outcomes = new Outcomes()
   let polled: ExpertPoll | undefined
   return {
@@ -118,7 +119,9 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
       polled = poll
     },
     stats() {
-      const healthy = (polled === undefined || polled.replicas > 0) && outcomes.trailingFailures() < 3
+      // 3 failures in a row mark it down for 5 s; then it gets a chance again (half-open)
+      const failing = outcomes.trailingFailures() >= 3 && Date.now() - lastFailureAt < 5000
+      const healthy = (polled === undefined || polled.replicas > 0) && !failing
       return {
         name,
         healthy,
@@ -144,6 +147,7 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
         return { text: r.text, tokens: r.tokens, latencyMs: performance.now() - t0 }
       } catch (e) {
         outcomes.push(false)
+        lastFailureAt = Date.now()
         const m = e as MoaError
         const text = String(m?.message ?? e)
         if (m?.code === "TIMEOUT") throw new ExpertFailure(name, "timeout", `${name} did not answer within ${deadlineMs} ms (${text})`)

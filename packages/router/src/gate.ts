@@ -277,9 +277,10 @@ export interface TrainGateResult {
 
 /**
  * Fit the gate to target distributions over experts (targets[i] sums to 1: who answered
- * prompt i best). Adam, mini-batches, cross-entropy + load-balancing loss.
+ * prompt i best). Adam, mini-batches, cross-entropy + load-balancing loss. Yields to the event
+ * loop after each epoch, so an agent keeps serving while it trains.
  */
-export const trainGate = (gate: Gate, features: ReadonlyArray<Float32Array>, targets: ReadonlyArray<ArrayLike<number>>, opts: TrainGateOptions = {}): TrainGateResult => {
+export const trainGate = async (gate: Gate, features: ReadonlyArray<Float32Array>, targets: ReadonlyArray<ArrayLike<number>>, opts: TrainGateOptions = {}): Promise<TrainGateResult> => {
   const E = gate.experts.length
   if (features.length !== targets.length) throw new Error(`trainGate: ${features.length} feature rows but ${targets.length} targets`)
   if (features.length === 0) throw new Error("trainGate: no training examples; run prompts through the experts first")
@@ -329,6 +330,7 @@ export const trainGate = (gate: Gate, features: ReadonlyArray<Float32Array>, tar
     const stats = { loss: sumLoss / batches, ce: sumCe / batches, lb: sumLb / batches }
     history.push(stats)
     opts.onEpoch?.(epoch, stats)
+    await new Promise((r) => setImmediate(r)) // let the process serve requests between epochs
   }
   X.dispose()
   Y.dispose()

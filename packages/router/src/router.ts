@@ -16,7 +16,7 @@ import {
 } from "./aggregate.ts"
 import { ExpertFailure, type ExpertClient, type ExpertRequest } from "./client.ts"
 import type { FeatureExtractor } from "./features.ts"
-import { type ExpertLoad, type Gate, type GateDecision } from "./gate.ts"
+import { GateUnavailable, type ExpertLoad, type Gate, type GateDecision } from "./gate.ts"
 import {
   NoExpertAnswered,
   RouteRequestInvalid,
@@ -135,7 +135,12 @@ export class Router {
     const [x] = await b.features.extract([prompt])
     const [p] = b.gate.probs([x])
     const kk = Math.min(k ?? b.gate.config.k, b.gate.experts.length)
-    return { decision: b.gate.decide(p, { k: kk, load: this.load(), queueCapacity: this.opts.queueCapacity }), version: b.version }
+    try {
+      return { decision: b.gate.decide(p, { k: kk, load: this.load(), queueCapacity: this.opts.queueCapacity }), version: b.version }
+    } catch (e) {
+      if (!(e instanceof GateUnavailable)) throw e
+      throw new NoExpertAnswered({ message: e.message, layer: 0, failures: b.gate.experts.map((expert) => ({ expert, reason: "down", error: "no replica answered the last $SRV.STATS poll" })) })
+    }
   }
 
   private client(name: string): ExpertClient {

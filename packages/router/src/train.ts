@@ -143,6 +143,6 @@ export const fitGate = async (
   const x = await features.extract(outcomes.map((o) => o.prompt))
   const y = targetsFrom(outcomes, config.experts, opts.skillExpert ?? skillExpertMap(config.experts))
   const gate = new Gate(config, opts.seed ?? 0)
-  const { history } = trainGate(gate, x, y, opts)
+  const { history } = await trainGate(gate, x, y, opts)
   return { gate, history }
 }

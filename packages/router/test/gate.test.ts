@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest"
 import * as tf from "@tensorflow/tfjs"
 import { SKILLS, generate, allCapitals } from "@moa/skills"
+import { CharTokenizer, GPT, makeConfig } from "@moa/model"
 import {
   Gate,
+  pooledHiddenFeatures,
   decodeSafetensors,
   defaultGateConfig,
   encodeSafetensors,
@@ -24,7 +26,7 @@ describe("gate", () => {
     const x = await features.extract(train.map((e) => e.question))
     const y = train.map((e) => Float32Array.from(SKILLS, (s) => (s === e.skill ? 1 : 0)))
     const before = await evaluateRouting(gate, features, test.map((e) => ({ prompt: e.question, expert: e.skill })))
-    const { history } = trainGate(gate, x, y, { epochs: 20 })
+    const { history } = await trainGate(gate, x, y, { epochs: 20 })
     const after = await evaluateRouting(gate, features, test.map((e) => ({ prompt: e.question, expert: e.skill, skill: e.skill })))
     expect(before.top1).toBeLessThan(0.6)
     expect(history.at(-1)!.ce).toBeLessThan(history[0].ce / 5)
@@ -50,7 +52,7 @@ describe("gate", () => {
     const y = qs.map((_, i) => (i % 10 < 7 ? Float32Array.from([1, 0]) : Float32Array.from([0, 1])))
     const run = async (lbCoef: number) => {
       const gate = new Gate(defaultGateConfig(["a", "b"], features.spec, { noisy: false }), 7)
-      trainGate(gate, x, y, { epochs: 15, lbCoef, lr: 0.01 })
+      await trainGate(gate, x, y, { epochs: 15, lbCoef, lr: 0.01 })
       const r = await evaluateRouting(gate, features, qs.map((prompt) => ({ prompt, expert: "a" })))
       gate.dispose()
       return r
@@ -132,5 +134,20 @@ describe("gate", () => {
     expect(() => decodeSafetensors(encodeSafetensors({ t: { shape: [2], data: new Float32Array([1, 2]) } }).subarray(0, 4))).toThrow(/not a safetensors/)
     gate.dispose()
     copy.dispose()
+  })
+
+  it("pooled hidden-state features of a GPT feed the same gate (one vector of dModel per prompt)", async () => {
+    const qs = SKILLS.flatMap((skill) => (skill === "capital" ? allCapitals().slice(0, 30) : generate(skill, { n: 30, seed: 5 })))
+    const tok = new CharTokenizer([...new Set(qs.flatMap((e) => [...e.question]))].sort())
+    const gpt = new GPT(makeConfig({ vocabSize: tok.vocabSize, contextLength: 64, dModel: 32, nLayers: 1, nHeads: 2 }))
+    const f = pooledHiddenFeatures(gpt, tok)
+    const x = await f.extract(qs.map((e) => e.question))
+    expect(x[0]).toHaveLength(32)
+    expect(f.spec).toEqual({ kind: "external", dim: 32, name: "base-mean-hidden" })
+    const gate = new Gate(defaultGateConfig(SKILLS, f.spec))
+    await trainGate(gate, x, qs.map((e) => Float32Array.from(SKILLS, (s) => (s === e.skill ? 1 : 0))), { epochs: 20 })
+    const r = await evaluateRouting(gate, f, qs.map((e) => ({ prompt: e.question, expert: e.skill })))
+    expect(r.top1).toBeGreaterThan(0.5) // well above chance (0.2) even with random-init features
+    gate.dispose()
   })
 })
