@@ -1,0 +1,61 @@
+/**
+ * Where a round's prompts come from and how an answer is verified: a skill of packages/skills
+ * (SKILLS.md; verifiable reward, exact match) or the toy `rev` task the expert's tiny test
+ * model speaks. Training prompts and held-out prompts never overlap.
+ */
+import { format, generate, parse, reward, type SkillName, type Size } from "@moa/skills"
+import type { Task } from "./logic.ts"
+
+export interface TaskSpec {
+  readonly name: string
+  /** n tasks of a split; the same (split, n, seed) gives the same tasks */
+  readonly tasks: (split: "train" | "test", n: number, seed: number) => Task[]
+  /** 1 when `completion` is a right answer to `task`, else 0 (throws when it cannot tell) */
+  readonly verify: (task: Task, completion: string) => number
+}
+
+/** A skill of SKILLS.md: model prompts in the skill's format, reward = exact match of the parsed answer. */
+export const skillTasks = (skill: SkillName, size: Size = "ci"): TaskSpec => ({
+  name: `${skill}${size === "ci" ? ":ci" : ""}`,
+  tasks: (split, n, seed) =>
+    generate(skill, { n, seed, split, size, unique: true }).map((e) => {
+      const f = format(e, { size })
+      return { question: e.question, prompt: f.prompt, reference: f.completion }
+    }),
+  verify: (t, c) => reward(t.question, parse(t.question, c)),
+})
+
+/** The toy task of @moa/expert's tiny checkpoint: `rev <word>` → the word reversed (letters a–h, 2–5 long). */
+export const revTasks = (): TaskSpec => ({
+  name: "rev",
+  tasks: (split, n, seed) => {
+    let s = (seed * 2654435761 + (split === "test" ? 77 : 0)) >>> 0 || 1
+    const r = () => ((s = (s * 1103515245 + 12345) >>> 0), s / 2 ** 32)
+    const out: Task[] = []
+    const seen = new Set<string>()
+    let guard = 0
+    while (out.length < n && guard++ < n * 100) {
+      const len = 2 + Math.floor(r() * 4)
+      const w = Array.from({ length: len }, () => "abcdefgh"[Math.floor(r() * 8)]).join("")
+      // held-out words: a hash of the word decides the split, so train and test never share one
+      const h = [...w].reduce((a, ch) => (a * 31 + ch.charCodeAt(0)) % 1000, 7)
+      if ((h < 250) !== (split === "test") || seen.has(w)) continue
+      seen.add(w)
+      out.push({ question: `rev ${w}`, prompt: `rev ${w}`, reference: [...w].reverse().join("") })
+    }
+    return out
+  },
+  verify: (t, c) => {
+    const m = /^rev ([a-z]+)$/.exec(t.question)
+    if (!m) throw new Error(`"${t.question}" is not a rev question`)
+    return c.trim() === [...m[1]!].reverse().join("") ? 1 : 0
+  },
+})
+
+export const taskSpecOf = (name: string): TaskSpec => {
+  if (name === "rev") return revTasks()
+  const [skill, size] = name.split(":")
+  const skills = ["add", "reverse", "sort", "capital", "count"]
+  if (!skills.includes(skill!)) throw new Error(`unknown task "${name}": use rev or one of ${skills.join(", ")} (add ":full" for the full size)`)
+  return skillTasks(skill as SkillName, size === "full" ? "full" : "ci")
+}
