@@ -3,7 +3,9 @@
  * `commands` below.
  */
 import { Command } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+// Subpaths, not the package barrel (which loads all of platform-node: seconds on a loaded machine).
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect } from "effect"
 import { authCommand } from "./commands/auth.ts"
 import { callCommand } from "./commands/call.ts"

@@ -29,13 +29,13 @@ describe("moa up refusals", () => {
     expect(r.stderr).toMatch(/missing handlers/)
     expect(existsSync(join(dir, "bad.json"))).toBe(false)
     expect(r.stdout).not.toContain("is up")
-  })
+  }, 300_000)
 
   it("refuses a missing file", async () => {
     const r = await runMoa(["up", "no/such/cluster.ts", "--nats", nats.url], { MOA_STATE_DIR: dir })
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/no\/such\/cluster\.ts.*file not found/s)
-  })
+  }, 300_000)
 
   it("gives up on an agent that keeps crashing and says why", async () => {
     const r = await runMoa(["up", fixture("crash-cluster.ts"), "--nats", nats.url], { MOA_STATE_DIR: dir })
@@ -43,5 +43,5 @@ describe("moa up refusals", () => {
     expect(r.stderr).toMatch(/crashy#0 crashed 3 times within 60 s \(last: exit code 3\); giving up/)
     expect(r.stderr).toContain("cannot load the model weights")
     expect(existsSync(join(dir, "crashy.json"))).toBe(false)
-  })
+  }, 300_000)
 })

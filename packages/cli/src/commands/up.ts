@@ -131,7 +131,7 @@ export const upCommand = Command.make(
         if (existing && existing.pid !== process.pid && isAlive(existing.pid))
           return yield* fail(`cluster "${cluster.name}" is already running here (pid ${existing.pid}); stop it with \`moa down ${cluster.name}\``)
 
-        const given = Option.getOrUndefined(nats) ?? process.env.MOA_NATS_URL ?? (cluster.nats ? serverList(cluster.nats as string).join(",") : undefined)
+        const given = Option.getOrUndefined(nats) || process.env.MOA_NATS_URL || (cluster.nats ? serverList(cluster.nats as string).join(",") : undefined)
         let embedded: NatsServerHandle | undefined
         if (!given) {
           if (!findNatsServerBinary()) return yield* fail(`moa up: no NATS URL given and ${NATS_INSTALL_HINT}`)
@@ -140,7 +140,7 @@ export const upCommand = Command.make(
             (h) => Effect.promise(() => h.stop()),
           )
         }
-        const natsUrl = given ?? embedded!.url
+        const natsUrl = given || embedded!.url
         const tty = process.stdout.isTTY === true && process.env.MOA_DETACHED !== "1"
         const abs = resolve(file)
         const sup = yield* Effect.acquireRelease(
@@ -182,7 +182,7 @@ export const upCommand = Command.make(
             if (st?.pid === process.pid) removeState(cluster.name)
           }),
         )
-        yield* Effect.tryPromise({ try: () => sup.waitReady(), catch: (e) => new CliFailure({ message: `moa up: ${(e as Error).message}` }) })
+        yield* Effect.tryPromise({ try: () => sup.waitReady(Number(process.env.MOA_READY_TIMEOUT_MS || 300_000)), catch: (e) => new CliFailure({ message: `moa up: ${(e as Error).message}` }) })
         if (sup.failed.length === sup.replicas.length) return yield* fail("moa up: every agent failed to start; see the messages above")
         // Keep the state file current as replicas restart (pids change).
         const refresh = setInterval(() => writeState(snapshot("running")), 1000)
