@@ -263,12 +263,18 @@ export class Coordinator {
     const consumer = await this.store.jobConsumer()
     let idle = 0
     while (true) {
-      const msgs = await consumer.fetch({ max_messages: 1, expires: 1000 })
       let got = false
-      for await (const m of msgs) {
-        got = true
-        await this.runJobMessage(round, m.subject, m.seq, m.data)
-        m.ack()
+      try {
+        const m = await consumer.next({ expires: 4000 })
+        if (m) {
+          got = true
+          await this.runJobMessage(round, m.subject, m.seq, m.data)
+          m.ack()
+        }
+      } catch (e) {
+        // a busy machine can miss the pull's idle heartbeats: pull again (an unacked job comes back)
+        if (!/heartbeat/i.test(String((e as Error)?.message))) throw e
+        continue
       }
       if (got) {
         idle = 0

@@ -92,8 +92,13 @@ export class Store {
     while (true) {
       const pending = (await c.info(true)).num_pending
       if (pending === 0) break
-      const batch = await c.fetch({ max_messages: Math.min(pending, 500), expires: 2000 })
-      for await (const m of batch) out.push(JSON.parse(m.string()) as RoundEvent)
+      try {
+        const batch = await c.fetch({ max_messages: Math.min(pending, 500), expires: 5000 })
+        for await (const m of batch) out.push(JSON.parse(m.string()) as RoundEvent)
+      } catch (e) {
+        // missed idle heartbeats on a busy machine: the ephemeral consumer keeps its place, pull again
+        if (!/heartbeat/i.test(String((e as Error)?.message))) throw e
+      }
     }
     await c.delete().catch(() => undefined)
     return out

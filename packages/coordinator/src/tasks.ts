@@ -59,3 +59,18 @@ export const taskSpecOf = (name: string): TaskSpec => {
   if (!skills.includes(skill!)) throw new Error(`unknown task "${name}": use rev or one of ${skills.join(", ")} (add ":full" for the full size)`)
   return skillTasks(skill as SkillName, size === "full" ? "full" : "ci")
 }
+
+/**
+ * `--experts` syntax: `name[=task][@adapter]` separated by commas, e.g. `sort=sort,rev=rev@rev`.
+ * The task defaults to the expert's name (a skill or `rev`), the adapter to the expert's name.
+ */
+export const parseExperts = (spec: string): { name: string; adapter?: string; tasks: TaskSpec }[] =>
+  spec
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => {
+      const m = /^([A-Za-z0-9_-]+)(?:=([a-z:]+))?(?:@([A-Za-z0-9_-]+))?$/.exec(s)
+      if (!m) throw new Error(`--experts: "${s}" is not name[=task][@adapter] (e.g. sort=sort or rev=rev@rev)`)
+      return { name: m[1]!, ...(m[3] ? { adapter: m[3] } : {}), tasks: taskSpecOf(m[2] ?? m[1]!) }
+    })

@@ -1,0 +1,79 @@
+/**
+ * Results for docs/coordinator.md: a real nats-server, the weak sort expert as a real process,
+ * N preference rounds of one algorithm through the Coordinator, then the table of held-out
+ * accuracy before/after each round, the spread between two evaluations of the same adapter
+ * (the same 200 held-out prompts twice, and two disjoint held-out sets), and an SVG plot.
+ *
+ *   npx tsx packages/coordinator/bench/rounds.ts --algo dpo --rounds 3 [--lr 0.002] [--steps 20] [--out dir]
+ */
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { connect } from "@nats-io/transport-node"
+import { startNatsServer } from "@moa/bus/testing"
+import { Coordinator, isAlgo, roundsSvg, skillTasks, summarize, pct } from "../src/index.ts"
+import { startExpert, weakModel } from "../test/helpers.ts"
+
+const arg = (n: string, d: string) => {
+  const i = process.argv.indexOf(`--${n}`)
+  return i >= 0 ? process.argv[i + 1]! : d
+}
+const algo = arg("algo", "dpo")
+if (!isAlgo(algo)) throw new Error(`--algo ${algo}: expected dpo, ipo, simpo, orpo, kto, ppo or grpo`)
+const rounds = Number(arg("rounds", "3"))
+const out = arg("out", path.resolve("packages/coordinator/bench/results"))
+const hyper: Record<string, unknown> = { learningRate: Number(arg("lr", algo === "grpo" ? "0.005" : "0.002")), maxSteps: Number(arg("steps", "20")) }
+if (arg("beta", "")) hyper.beta = Number(arg("beta", ""))
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-bench-"))
+const nats = await startNatsServer({ jetstream: true })
+const model = await weakModel()
+const expert = await startExpert({ model, name: "sort", cluster: "bench", nats: nats.url, artifacts: path.join(work, "sort") })
+const nc = await connect({ servers: nats.url })
+const t0 = Date.now()
+try {
+  const spec = { name: "sort", tasks: skillTasks("sort") }
+  const c = await Coordinator.open(nc, {
+    cluster: "bench",
+    run: `${algo}-${Date.now()}`,
+    algo,
+    rounds,
+    experts: [spec],
+    prompts: Number(arg("prompts", "24")),
+    k: Number(arg("k", "6")),
+    heldOut: Number(arg("held-out", "200")),
+    hyper,
+    onEvent: (e) => process.stderr.write(`${((Date.now() - t0) / 1000).toFixed(0)}s round ${e.round} ${e.expert} ${e.step} ${JSON.stringify(e.data).slice(0, 160)}\n`),
+  })
+  const state = await c.run()
+  const rows = summarize(state)
+  // spread between two evaluations of the same adapter: the served version on the same prompts twice, and on two disjoint held-out sets
+  const served = (await c.currentVersion(spec)) as string
+  const a = await c.evaluate(spec, served)
+  const b = await c.evaluate(spec, served)
+  const all = skillTasks("sort").tasks("test", 400, 4242)
+  const half = async (tasks: typeof all) => {
+    const outs = await Promise.all(tasks.map((t) => c.client.call("sort", "generate", { prompt: t.prompt, temperature: 0, maxTokens: 12, ...(served === "base" ? {} : { adapter: `sort@${served}` }) }, { timeoutMs: 120_000 })))
+    return tasks.filter((t, i) => spec.tasks.verify(t, outs[i]!.text) === 1).length / tasks.length
+  }
+  const h1 = await half(all.slice(0, 200))
+  const h2 = await half(all.slice(200))
+  const lines = [
+    `algo ${algo}, ${rounds} rounds, hyper ${JSON.stringify(hyper)}, ${c.opts.prompts} prompts × ${c.opts.k} samples per round, ${c.opts.heldOut} held-out prompts, ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+    `| round | sample reward | pairs/groups | held-out before | candidate | promoted | held-out after |`,
+    `|---|---|---|---|---|---|---|`,
+    ...rows.map((r) => `| ${r.round} | ${r.rewardMean?.toFixed(3) ?? "-"} | ${r.pairs ?? "-"} | ${r.accBefore !== undefined ? pct(r.accBefore) : "-"} | ${r.accCandidate !== undefined ? `${pct(r.accCandidate)} (${r.version})` : "-"} | ${r.promoted ?? "-"} | ${r.accAfter !== undefined ? pct(r.accAfter) : "-"} |`),
+    `served ${served}: same 200 prompts twice ${pct(a)} / ${pct(b)} (spread ${pct(Math.abs(a - b))}); two disjoint sets of 200: ${pct(h1)} / ${pct(h2)} (spread ${pct(Math.abs(h1 - h2))})`,
+  ]
+  process.stdout.write(`${lines.join("\n")}\n`)
+  fs.mkdirSync(out, { recursive: true })
+  fs.writeFileSync(path.join(out, `${algo}.md`), `${lines.join("\n")}\n`)
+  fs.writeFileSync(path.join(out, `${algo}.svg`), roundsSvg(rows, `${algo}: held-out accuracy and sample reward per round (weak sort expert)`))
+  fs.writeFileSync(path.join(out, `${algo}.json`), JSON.stringify({ algo, hyper, rows, spread: { same: [a, b], disjoint: [h1, h2] } }, null, 2))
+} finally {
+  await nc.close()
+  await expert.stop()
+  await nats.stop()
+  fs.rmSync(work, { recursive: true, force: true })
+}
+process.exit(0)
