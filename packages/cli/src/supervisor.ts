@@ -27,6 +27,8 @@ export interface Replica {
   pid: number | undefined
   restarts: number
   crashes: Array<number>
+  /** Crashes in a row without ever becoming ready (reset when it is ready). */
+  startFailures: number
   lastExit: string | undefined
   tail: Array<string>
   timer: NodeJS.Timeout | undefined
@@ -66,6 +68,7 @@ export class Supervisor {
           pid: undefined,
           restarts: 0,
           crashes: [],
+          startFailures: 0,
           lastExit: undefined,
           tail: [],
           timer: undefined,
@@ -120,6 +123,7 @@ export class Supervisor {
     child.on("message", (m: { type?: string }) => {
       if (m?.type === "ready") {
         r.state = "ready"
+        r.startFailures = 0
         const ws = r.readyWaiters
         r.readyWaiters = []
         for (const w of ws) w()
@@ -139,10 +143,17 @@ export class Supervisor {
     }
     const now = Date.now()
     r.crashes = [...r.crashes.filter((t) => now - t < this.policy.windowMs), now]
-    if (r.crashes.length >= this.policy.maxCrashes) {
+    if (r.state !== "ready") r.startFailures++
+    // Give up after maxCrashes within the window, or maxCrashes in a row before ever being
+    // ready (a slow machine can space start-up crashes wider than the window).
+    if (r.crashes.length >= this.policy.maxCrashes || r.startFailures >= this.policy.maxCrashes) {
+      const why =
+        r.crashes.length >= this.policy.maxCrashes
+          ? `crashed ${r.crashes.length} times within ${Math.round(this.policy.windowMs / 1000)} s`
+          : `crashed ${r.startFailures} times in a row before becoming ready`
       r.state = "failed"
       this.event(
-        `${r.agent}#${r.index} crashed ${r.crashes.length} times within ${Math.round(this.policy.windowMs / 1000)} s (last: ${r.lastExit}); ` +
+        `${r.agent}#${r.index} ${why} (last: ${r.lastExit}); ` +
           `giving up on it. Its last output:\n${r.tail.slice(-8).map((l) => `    ${l}`).join("\n")}`,
         "error",
       )
