@@ -3,6 +3,7 @@
 // `moa.<cluster>.router.route`. `agents/router` is the runnable wrapper around this.
 import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
+import { checkName } from "@moa/protocol"
 import { ClusterMonitor, natsExpert } from "./client.ts"
 import { Router } from "./router.ts"
 import type { AggregatorSpec, RouteMode } from "./schema.ts"
@@ -34,7 +35,14 @@ export const startRouterAgent = async (o: RouterAgentOptions): Promise<RouterAge
   const name = o.name ?? "router"
   const nc = await connect({ servers: o.nats, name: `${o.cluster}.${name}` })
   const initial = o.experts ? o.experts.map((e) => natsExpert(nc, o.cluster, e)) : await discoverExperts(nc, o.cluster, { exclude: [name] })
-  const router = new Router({ experts: initial, mode: o.mode, aggregator: o.aggregator, deadlineMs: o.deadlineMs })
+  const router = new Router({
+    experts: initial,
+    mode: o.mode,
+    aggregator: o.aggregator,
+    deadlineMs: o.deadlineMs,
+    // a request may name an expert discovery has not seen yet; nobody serving it → "no-responders"
+    resolveExpert: (expert) => (checkName(expert) === undefined && expert !== name ? natsExpert(nc, o.cluster, expert) : undefined),
+  })
   log(`experts: ${router.experts.join(", ") || "(none yet)"}`)
   const stopWatch = await watchGate(
     nc,

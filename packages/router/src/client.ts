@@ -108,12 +108,20 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
   const client = opts.client ?? makeClient(nc, cluster)
   let inflight = 0
   let lastFailureAt = 0
+  let missed = 0
   const outcomes = new Outcomes()
   let polled: ExpertPoll | undefined
   return {
     name,
     subject,
     observe(poll) {
+      // one missed $SRV.STATS reply (a busy machine) is not death: an expert that was up is
+      // marked down only when two polls in a row find no replica
+      if (poll.replicas === 0 && polled && polled.replicas > 0 && missed === 0) {
+        missed++
+        return
+      }
+      missed = 0
       // a fresh poll that finds replicas means the expert is back: forget old failures
       if (poll.replicas > 0 && (!polled || polled.replicas === 0)) outcomes.reset()
       polled = poll
@@ -212,7 +220,7 @@ export class ClusterMonitor {
   ) {}
 
   /** One poll now; resolves when the replies are in (~waitMs). */
-  async poll(waitMs = 300): Promise<void> {
+  async poll(waitMs = 500): Promise<void> {
     const byAgent = new Map<string, { replicas: number; requests: number; errors: number; totalMs: number; queueDepth: number; concurrency: number; draining: number; reported: boolean }>()
     for (const s of await pollServices(this.nc, this.cluster, waitMs)) {
       if (!s.verbs.includes("generate")) continue

@@ -53,6 +53,12 @@ export interface RouterOptions {
   readonly queueCapacity?: number
   /** Default expert for `single` when the request names none and there is no gate. */
   readonly defaultExpert?: string
+  /**
+   * Make a client for an expert the router has not discovered yet (a request names it). The
+   * router agent passes one over NATS, so a freshly started expert is usable before the next
+   * discovery round; without it, unknown names are a RouteRequestInvalid.
+   */
+  readonly resolveExpert?: (name: string) => ExpertClient | undefined
 }
 
 interface Ask {
@@ -144,7 +150,11 @@ export class Router {
   }
 
   private client(name: string): ExpertClient {
-    const c = this.clients.get(name)
+    let c = this.clients.get(name)
+    if (!c && this.opts.resolveExpert) {
+      c = this.opts.resolveExpert(name)
+      if (c) this.clients.set(name, c)
+    }
     if (!c) throw new RouteRequestInvalid({ message: `unknown expert "${name}"; this router knows [${this.experts.join(", ")}]` })
     return c
   }

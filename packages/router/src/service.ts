@@ -67,11 +67,12 @@ export const askRouter = async (nc: NatsConnection, cluster: string, req: RouteR
 
 /**
  * Find the cluster's experts through `$SRV.INFO`: every agent of `cluster` that serves
- * `generate` (except routers) becomes a NATS ExpertClient. Retries for `waitMs` until at least one shows up.
+ * `generate` (except routers) becomes a NATS ExpertClient. Answers are collected for `waitMs`
+ * (default 1 s); a slow replica may be missed, so agents re-discover periodically.
  */
 export const discoverExperts = async (nc: NatsConnection, cluster: string, opts: { exclude?: ReadonlyArray<string>; waitMs?: number } = {}): Promise<ExpertClient[]> => {
   const names = new Set<string>()
-  for (const s of await pollServices(nc, cluster, opts.waitMs ?? 500)) {
+  for (const s of await pollServices(nc, cluster, opts.waitMs ?? 1000)) {
     if (s.role === "router" || !s.verbs.includes("generate") || opts.exclude?.includes(s.agent)) continue
     names.add(s.agent)
   }

@@ -59,7 +59,9 @@ const features = ngramFeatures({ dim: 512 })
 
 describe("router on a live cluster", () => {
   it("discovers the experts through $SRV.INFO", async () => {
-    const found = await discoverExperts(nc, CLUSTER)
+    // on a loaded machine one round may miss a slow replica: ask again, as the agent does
+    let found = await discoverExperts(nc, CLUSTER)
+    for (let i = 0; i < 5 && found.length < EXPERTS.length; i++) found = await discoverExperts(nc, CLUSTER, { waitMs: 2000 })
     expect(found.map((c) => c.name).sort()).toEqual([...EXPERTS].sort())
   })
 
@@ -141,6 +143,8 @@ describe("router on a live cluster", () => {
     const before = await router.route({ prompt: "reverse abcdef", mode: "moe" })
     expect(before.trace.gate!.chosen).toEqual(["reverse"])
     await procs.find((p) => p.name === "reverse")!.stop()
+    await monitor.poll()
+    expect(clients.find((c) => c.name === "reverse")!.stats().healthy).toBe(true) // one missed poll is not death
     await monitor.poll()
     expect(clients.find((c) => c.name === "reverse")!.stats().healthy).toBe(false)
     const after = await router.route({ prompt: "reverse abcdef", mode: "moe" })
