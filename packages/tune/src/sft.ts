@@ -166,6 +166,25 @@ export const evalLoss = (model: TuneModel, tok: TuneTokenizer, examples: Readonl
 
 /** Train on `examples` for `steps` steps; returns the log (JSON-serialisable, for the loss-curve plot). */
 export const train = (model: TuneModel, tok: TuneTokenizer, examples: ReadonlyArray<SftExample>, o: SftOptions): SftResult => {
+  const g = trainSteps(model, tok, examples, o)
+  let r = g.next()
+  while (!r.done) r = g.next()
+  return r.value
+}
+
+/** The same, yielding to the event loop every `yieldEvery` steps (servers, progress bars, test runners stay responsive). */
+export const trainAsync = async (model: TuneModel, tok: TuneTokenizer, examples: ReadonlyArray<SftExample>, o: SftOptions & { yieldEvery?: number }): Promise<SftResult> => {
+  const g = trainSteps(model, tok, examples, o)
+  const every = o.yieldEvery ?? 5
+  let r = g.next()
+  while (!r.done) {
+    if (r.value % every === 0) await new Promise((res) => setImmediate(res))
+    r = g.next()
+  }
+  return r.value
+}
+
+function* trainSteps(model: TuneModel, tok: TuneTokenizer, examples: ReadonlyArray<SftExample>, o: SftOptions): Generator<number, SftResult, void> {
   if (examples.length === 0) throw new Error("train: no training examples")
   if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new Error(`train: steps must be a positive integer, got ${o.steps}`)
   const bs = o.batchSize ?? 64
@@ -235,6 +254,7 @@ export const train = (model: TuneModel, tok: TuneTokenizer, examples: ReadonlyAr
         o.onLog?.(entry)
       }
       if (o.onStep?.(step, loss) === false) break
+      yield step
     }
   } finally {
     o.setTraining?.(false)
