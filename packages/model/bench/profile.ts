@@ -13,8 +13,11 @@ const { ids, targets } = batchOf(cfg)
 for (let i = 0; i < 2; i++) trainer.step(ids, targets) // warm-up
 
 let t0 = performance.now()
+const c0 = process.cpuUsage()
 for (let i = 0; i < steps; i++) trainer.step(ids, targets)
 const plainMs = (performance.now() - t0) / steps
+const cpu = process.cpuUsage(c0)
+const cpuMs = (cpu.user + cpu.system) / 1000 / steps
 
 const { stats, undo } = instrumentKernels(tf.getBackend())
 t0 = performance.now()
@@ -26,7 +29,7 @@ const rows = [...stats.entries()].sort((a, b) => b[1].ms - a[1].ms)
 const kernelMs = rows.reduce((s, [, v]) => s + v.ms, 0) / steps
 const tokens = cfg.batch * cfg.contextLength
 console.log(`### ${backend} — ${cfg.name} (${desc}; model ${trainer.source})\n`)
-console.log(`step ${plainMs.toFixed(1)} ms (${Math.round((tokens / plainMs) * 1000)} tokens/s); ` +
+console.log(`step ${plainMs.toFixed(1)} ms (${Math.round((tokens / plainMs) * 1000)} tokens/s), ${cpuMs.toFixed(1)} ms of CPU time (${Math.round((tokens / cpuMs) * 1000)} tokens per CPU-second); ` +
   `instrumented step ${instrMs.toFixed(1)} ms, of which inside kernels ${kernelMs.toFixed(1)} ms ` +
   `and outside (tape, engine, JS, GC) ${(instrMs - kernelMs).toFixed(1)} ms; ${rows.reduce((s, [, v]) => s + v.calls, 0) / steps} kernel calls/step\n`)
 console.log("| kernel | calls/step | ms/step | share of step |\n|---|---:|---:|---:|")

@@ -27,6 +27,7 @@ async function lossCurve(backend: Backend, steps: number): Promise<number[]> {
   let before = 0 // counted after step 1: the model caches its causal mask on first use
   const losses: number[] = []
   for (let step = 1; step <= steps; step++) {
+    await new Promise((r) => setImmediate(r)) // let vitest's worker RPC through on a busy machine
     if (step === 2) before = tf.memory().numTensors
     losses.push(tf.tidy(() => {
       const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(model.head(model.hidden(ids, { training: true })), targets, w), vars)
@@ -44,7 +45,7 @@ async function lossCurve(backend: Backend, steps: number): Promise<number[]> {
 describe.skipIf(!built)("training on native vs wasm vs cpu", () => {
   it("gives the same loss curve (within float tolerance) and really learns", async () => {
     await native.register()
-    const steps = 8
+    const steps = 6
     const nat = await lossCurve("native", steps)
     const cpu = await lossCurve("cpu", steps)
     const wasm = await lossCurve("wasm", steps)
@@ -54,5 +55,5 @@ describe.skipIf(!built)("training on native vs wasm vs cpu", () => {
       expect(Math.abs(wasm[i] - cpu[i]), `step ${i + 1} wasm vs cpu`).toBeLessThan(1e-4 * Math.max(1, cpu[i]))
     }
     expect(nat[steps - 1]).toBeLessThan(nat[0] - 0.3) // it learns
-  }, 120_000)
+  }, 400_000)
 })

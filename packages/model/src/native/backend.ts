@@ -17,9 +17,92 @@ type TensorInfo = tf.TensorInfo
 type KernelArgs = { inputs: Record<string, TensorInfo>; backend: NativeBackend; attrs?: Record<string, unknown> }
 type KernelFn = (args: KernelArgs) => TensorInfo | TensorInfo[]
 
+/** Arrays shorter than this come from V8's heap cheaply; longer ones are recycled. */
+const POOL_MIN = 1024
+/** Upper bound on the bytes held by free arrays waiting for reuse. */
+const POOL_MAX_BYTES = 256 * 1024 * 1024
+
+/**
+ * Output buffers are recycled: a fresh 512 KB Float32Array costs ~15× the kernel that fills it
+ * (page faults, zeroing, GC of external memory). An array allocated by `alloc` goes back to the
+ * pool when the last tensor data whose values live in its ArrayBuffer is disposed — views made
+ * by cpu's Slice count as references — and never once its contents may have escaped to user
+ * code (readSync/read/bufferSync/dataSync hand out the array itself).
+ */
 export class NativeBackend extends MathBackendCPU {
+  private readonly pool = new Map<number, Float32Array[]>()
+  private pooledBytes = 0
+  private readonly owned = new WeakMap<ArrayBufferLike, { arr: Float32Array; refs: number }>()
+
   constructor(readonly addon: NativeAddon) {
     super()
+  }
+
+  /** An output array of n floats; contents undefined (every kernel writes all of it). */
+  alloc(n: number): Float32Array {
+    if (n < POOL_MIN) return new Float32Array(n)
+    const arr = this.pool.get(n)?.pop()
+    if (arr) this.pooledBytes -= arr.byteLength
+    const out = arr ?? new Float32Array(n)
+    this.owned.set(out.buffer, { arr: out, refs: 0 })
+    return out
+  }
+
+  private track(values: unknown, delta: number): void {
+    if (!(values instanceof Float32Array)) return
+    const e = this.owned.get(values.buffer)
+    if (!e) return
+    e.refs += delta
+    if (e.refs > 0) return
+    this.owned.delete(values.buffer)
+    if (this.pooledBytes + e.arr.byteLength > POOL_MAX_BYTES) return
+    let list = this.pool.get(e.arr.length)
+    if (!list) this.pool.set(e.arr.length, (list = []))
+    list.push(e.arr)
+    this.pooledBytes += e.arr.byteLength
+  }
+
+  private escape(values: unknown): void {
+    if (values instanceof Float32Array) this.owned.delete(values.buffer)
+  }
+
+  override write(values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType) {
+    const id = super.write(values, shape, dtype)
+    this.track(values, +1)
+    return id
+  }
+
+  override move(dataId: object, values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType, refCount: number): void {
+    const old = this.data.get(dataId)?.values
+    super.move(dataId, values, shape, dtype, refCount)
+    if (old !== values) { this.track(old, -1); this.track(values, +1) }
+  }
+
+  override disposeData(dataId: object, force?: boolean): boolean {
+    const values = this.data.get(dataId)?.values
+    const r = super.disposeData(dataId, force)
+    if (values !== undefined && !this.data.has(dataId)) this.track(values, -1)
+    return r
+  }
+
+  override readSync(dataId: object): tf.backend_util.BackendValues {
+    const v = super.readSync(dataId)
+    this.escape(v)
+    this.escape(this.data.get(dataId)?.values)
+    return v
+  }
+
+  override bufferSync<R extends tf.Rank, D extends tf.DataType>(t: TensorInfo): tf.TensorBuffer<R, D> {
+    const b = super.bufferSync<R, D>(t)
+    this.escape(b.values)
+    return b
+  }
+
+  /** Free arrays held for reuse, and their bytes (for tests and diagnostics). */
+  poolStats(): { arrays: number; bytes: number } {
+    let arrays = 0
+    for (const l of this.pool.values()) arrays += l.length
+    return { arrays, bytes: this.pooledBytes }
   }
   /** The Float32Array behind a float32 tensor, or undefined when it is not a plain float32 one. */
   f32(t: TensorInfo): Float32Array | undefined {
@@ -92,7 +175,7 @@ function binaryKernel(op: number, fallback: KernelFn): KernelFn {
     if (!av || !bv || av.length === 0 || bv.length === 0) return fallback(args)
     const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape)
     if (!binaryMeta(a.shape, b.shape, outShape)) return fallback(args)
-    const out = new Float32Array(size(outShape))
+    const out = be.alloc(size(outShape))
     be.addon.binary(op, av, bv, out, meta)
     return be.out(outShape, out)
   }
@@ -104,7 +187,7 @@ function unaryKernel(op: number, fallback: KernelFn): KernelFn {
     const be = args.backend
     const xv = be.f32(x)
     if (!xv || xv.length === 0) return fallback(args)
-    const out = new Float32Array(xv.length)
+    const out = be.alloc(xv.length)
     be.addon.unary(op, xv, out)
     return be.out(x.shape.slice(), out)
   }
@@ -128,8 +211,8 @@ function batchMatMul(fallback: KernelFn): KernelFn {
     const batch = size(outOuter)
     if ((batchA !== batch && batchA !== 1) || (batchB !== batch && batchB !== 1)) return fallback(args)
     const outShape = [...outOuter, M, N]
-    const out = new Float32Array(batch * M * N)
-    if (M * N === 0) return be.out(outShape, out)
+    if (batch * M * N === 0) return be.out(outShape, new Float32Array(0))
+    const out = be.alloc(batch * M * N)
     if (batch > 1 && batchB === 1 && batchA === batch && !transposeA) {
       // [batch·M, K] × [K, N]: one big product.
       be.addon.gemm(av, bv, out, 1, batch * M, N, K, 0, transposeB ? 1 : 0, 0, 0)
@@ -150,7 +233,7 @@ function softmax(fallback: KernelFn): KernelFn {
     const rank = logits.shape.length
     if (!xv || xv.length === 0 || (dim !== -1 && dim !== rank - 1)) return fallback(args)
     const cols = logits.shape[rank - 1]
-    const out = new Float32Array(xv.length)
+    const out = be.alloc(xv.length)
     be.addon.softmax(xv, out, xv.length / cols, cols)
     return be.out(logits.shape.slice(), out)
   }
@@ -173,7 +256,7 @@ function reduceKernel(op: number, axisAttr: "axis" | "reductionIndices", fallbac
     const outShape = keepDims
       ? x.shape.map((d, i) => (i >= a0 && i <= a1 ? 1 : d))
       : x.shape.filter((_, i) => i < a0 || i > a1)
-    const out = new Float32Array(outer * inner)
+    const out = be.alloc(outer * inner)
     be.addon.reduce(op, xv, out, outer, mid, inner)
     return be.out(outShape, out)
   }
@@ -208,7 +291,7 @@ function transpose(fallback: KernelFn): KernelFn {
     if (shp.length <= 1) return be.out(outShape, xv.slice()) // only size-1 axes moved: a copy
     meta[0] = shp.length
     for (let d = 0; d < shp.length; d++) { meta[1 + d] = shp[d]; meta[1 + shp.length + d] = st[d] }
-    const out = new Float32Array(xv.length)
+    const out = be.alloc(xv.length)
     be.addon.transpose(xv, out, meta)
     return be.out(outShape, out)
   }
@@ -221,7 +304,7 @@ function addN(fallback: KernelFn): KernelFn {
     const vals = tensors.map((t) => be.f32(t))
     const n = vals[0]?.length ?? 0
     if (n === 0 || vals.some((v) => !v || v.length !== n)) return fallback(args)
-    const out = new Float32Array(n)
+    const out = be.alloc(n)
     meta[0] = 1; meta[1] = n; meta[2] = 1; meta[3] = 1
     if (vals.length === 1) out.set(vals[0]!)
     else {
@@ -244,7 +327,7 @@ function gatherV2(fallback: KernelFn): KernelFn {
       return fallback(args)
     }
     const rows = x.shape[0], w = xv.length / rows
-    const out = new Float32Array(iv.length * w)
+    const out = be.alloc(iv.length * w)
     for (let i = 0; i < iv.length; i++) {
       const r = iv[i]
       if (r < 0 || r >= rows) return fallback(args) // the cpu kernel throws its message
