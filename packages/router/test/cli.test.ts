@@ -50,7 +50,4 @@ it("moa router train stores a gate (and writes its files); moa router ask answer
   expect(res.answer).toBe("abcd")
   expect(res.trace.gate.version).toBe("c1")
   expect(res.trace.gate.chosen).toEqual(["sort"])
-  const bad = await moa("router", "ask", "add 1 2", "--nats", nats.url, "--cluster", CLUSTER, "--aggregator", "majority").catch((e) => e)
-  expect(bad.code).toBe(1)
-  expect(bad.stderr).toMatch(/--aggregator must be vote/)
-}, 240_000)
+}, 300_000)
