@@ -20,6 +20,17 @@ extern void openblas_set_num_threads(int);
 extern char* openblas_get_config(void);
 
 static int g_threads = 1;
+static int g_blas_threads = -1;  // what OpenBLAS is currently set to
+// Products below this many FLOPs run on one thread: a parallel region on a busy machine can wait
+// a whole scheduler slice for its second thread, which costs more than the product itself.
+#define GEMM_PAR_MIN_FLOPS 16e6
+
+static void blas_threads(int n) {
+  if (n != g_blas_threads) {
+    openblas_set_num_threads(n);
+    g_blas_threads = n;
+  }
+}
 // Below this many elements a loop runs on one thread: elementwise loops are memory-bound, and an
 // OpenMP region on a busy 2-core machine can wait a whole scheduler slice for its second thread.
 #define PAR_MIN (1 << 20)
@@ -128,7 +139,7 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
 #ifdef _OPENMP
   omp_set_num_threads(g_threads);
 #endif
-  openblas_set_num_threads(g_threads);
+  blas_threads(g_threads);
   napi_value out;
   CHECK(napi_create_int32(env, g_threads, &out));
   return out;
@@ -171,11 +182,13 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
     memset(c, 0, sizeof(float) * (size_t)(batch * M * N));
     return NULL;
   }
+  const int par = g_threads > 1 && 2.0 * (double)batch * (double)M * (double)N * (double)K >= GEMM_PAR_MIN_FLOPS;
   if (batch == 1) {
+    blas_threads(par ? g_threads : 1);
     cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, 1.0f, a, lda, b, ldb, 0.0f, c, (int)N);
   } else {
-    const int64_t flops = M * N * K;
-#pragma omp parallel for schedule(static) if (batch * flops > 65536 && g_threads > 1)
+    blas_threads(1);
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t i = 0; i < batch; i++) {
       cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, 1.0f, a + i * sa, lda, b + i * sb, ldb, 0.0f,
                   c + i * M * N, (int)N);
