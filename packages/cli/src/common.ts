@@ -2,7 +2,7 @@
 import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { Data, Effect } from "effect"
-import { serverList } from "@moa/bus"
+import { natsAuthFromEnv, serverList } from "@moa/bus"
 import { isAlive, listStates, type RunState } from "./state.ts"
 
 /** A failure to show the user as is (no stack), exit code 1. */
@@ -32,7 +32,11 @@ export const resolveTarget = (natsFlag: string | undefined, clusterFlag: string 
 export const withConnection = <A, E>(target: Target, f: (nc: NatsConnection) => Effect.Effect<A, E>) =>
   Effect.acquireUseRelease(
     Effect.tryPromise({
-      try: () => connect({ servers: serverList(target.natsUrl), timeout: 3000, name: "moa-cli" }),
+      try: () => {
+        // MOA_NATS_* credentials from `moa auth init`, when set (the console/admin user).
+        const { inboxPrefix, ...auth } = natsAuthFromEnv()
+        return connect({ name: "moa-cli", ...auth, ...(inboxPrefix ? { inboxPrefix } : {}), servers: serverList(target.natsUrl), timeout: 3000 })
+      },
       catch: (e) =>
         new CliFailure({
           message:

@@ -8,7 +8,7 @@
  *   nats-server.conf       a ready single-server config including both (JetStream on)
  *   roles.json             manifest: user, role, public key, files, inbox prefix
  *   creds/<user>.nk        nkey seed (0600) — the secret an agent connects with
- *   env/<user>.env         MOA_NATS_* variables for that agent (see client-auth.ts)
+ *   env/<user>.env         MOA_NATS_* variables for that agent (see packages/bus/src/auth.ts)
  *   tls/ca.pem …           CA, server cert (also used on routes), client-<user>.pem per credential
  * ```
  */

@@ -28,7 +28,7 @@ import { Schema } from "effect"
 import { backendInfo, initBackend, loadCheckpoint, type BackendName } from "@moa/model"
 import { baseFingerprint } from "@moa/tune"
 import { moaError, type GenerateRequest, type ScoreRequest } from "@moa/protocol"
-import { defineAgent, verb, type AgentDefinition, type SetupContext } from "@moa/runtime"
+import { defineAgent, resolveArtifactPath, verb, type AgentDefinition, type SetupContext } from "@moa/runtime"
 import { AdapterStore } from "./adapters.ts"
 import { defaultBatching, Engine, type BatchingOptions } from "./engine.ts"
 import { Trainer, TrainRequest, TrainResponse } from "./train.ts"
@@ -63,6 +63,18 @@ export interface ExpertState {
   readonly store: AdapterStore
   readonly trainer: Trainer
   readonly info: () => ModelInfo
+}
+
+/**
+ * A path that arrives over NATS may only name a folder inside this expert's artifacts folder
+ * (relative to it, or absolute but inside it); anything else is refused as BAD_REQUEST.
+ */
+const artifactPathFromMessage = (root: string, p: string): string => {
+  try {
+    return resolveArtifactPath(root, path.isAbsolute(p) ? path.relative(root, p) : p)
+  } catch (e) {
+    throw moaError("BAD_REQUEST", (e as Error).message, { field: "path" })
+  }
 }
 
 const AdaptersLoadRequest = Schema.Struct({ name: Schema.String, path: Schema.optional(Schema.String), version: Schema.optional(Schema.String) })
@@ -194,7 +206,7 @@ export function defineExpert(o: ExpertOptions): AgentDefinition<ExpertState> {
       "adapters-list": verb({ request: Empty, response: AdaptersList, description: "adapters registered and in memory" }, (_req, ctx) => adaptersList(ctx.state.store)),
       "adapters-load": verb(
         { request: AdaptersLoadRequest, response: AdapterEntry, description: "register an adapter folder, or make a saved version current" },
-        (req, ctx) => ctx.state.store.load(req),
+        (req, ctx) => ctx.state.store.load(req.path === undefined ? req : { ...req, path: artifactPathFromMessage(ctx.state.store.artifacts, req.path) }),
       ),
       "adapters-unload": verb({ request: AdaptersUnloadRequest, response: AdaptersUnloadResponse, description: "forget an adapter" }, (req, ctx) => {
         if (o.defaultAdapter === req.name) throw moaError("BAD_REQUEST", `"${req.name}" is this expert's default adapter; it cannot be unloaded`, { field: "name" })

@@ -269,8 +269,11 @@ describe("bad requests get typed errors and the agent keeps serving", () => {
       [() => train({ adapter: "zz", algorithm: "dpo", data: [{ prompt: "x", chosen: "a", rejected: "b" }], hyper: { beta: -1 } }), "BAD_REQUEST", /beta/],
       [() => train({ adapter: "zz", algorithm: "sft", data: data("a"), hyper: { stepz: 3 } }), "BAD_REQUEST", /unknown sft hyper-parameter "stepz"/],
       [() => train({ adapter: "../up", algorithm: "sft", data: data("a") }), "BAD_REQUEST", /must be 1–64 letters/, "adapter"],
-      [() => client.call(AGENT, "adapters-load", { name: "bad", path: path.join(work, "no-such-folder") }), "BAD_REQUEST", /does not exist/, "path"],
-      [() => client.call(AGENT, "adapters-load", { name: "bad", path: path.join(work, "model") }), "BAD_REQUEST", /not an adapter folder/, "path"],
+      [() => client.call(AGENT, "adapters-load", { name: "bad", path: path.join(work, "artifacts", "no-such-folder") }), "BAD_REQUEST", /does not exist/, "path"],
+      [() => client.call(AGENT, "adapters-load", { name: "bad", path: path.join(work, "artifacts", "adapters") }), "BAD_REQUEST", /not an adapter folder/, "path"],
+      // a path in a message never reaches outside the expert's artifacts folder
+      [() => client.call(AGENT, "adapters-load", { name: "bad", path: path.join(work, "model") }), "BAD_REQUEST", /refused/, "path"],
+      [() => client.call(AGENT, "adapters-load", { name: "bad", path: "../../etc" }), "BAD_REQUEST", /refused/, "path"],
       [() => client.call(AGENT, "adapters-unload", { name: "ghost" }), "NOT_FOUND", /unknown adapter "ghost"/],
     ]
     for (const [call, code, message, field] of cases) {

@@ -8,7 +8,7 @@
 // (≈ 4.6 s vs 0.7 s on a loaded 2-core machine), and every agent process pays it at start.
 import { runMain } from "@effect/platform-node/NodeRuntime"
 import { Effect } from "effect"
-import { serverList } from "@moa/bus"
+import { busAuthFromEnv, serverList } from "@moa/bus"
 import { runAgent } from "./agent.ts"
 import { rootLogger } from "./logger.ts"
 import { loadClusterFile, ClusterFileError } from "./validate.ts"
@@ -29,11 +29,13 @@ if (!clusterFile || !agent) {
 const program = Effect.gen(function* () {
   const cluster = yield* Effect.tryPromise({ try: () => loadClusterFile(clusterFile), catch: (e) => e as Error })
   const servers = flag("nats") || process.env.MOA_NATS_URL || cluster.nats || "nats://127.0.0.1:4222"
+  // A credential from `moa auth init` (MOA_NATS_* variables) when one is given; none otherwise.
+  const auth = yield* Effect.try({ try: () => busAuthFromEnv(), catch: (e) => e as Error })
   return yield* runAgent({
     cluster,
     agent,
     replica: Number(flag("replica") ?? process.env.MOA_REPLICA ?? 0),
-    nats: { servers: serverList(servers as string | ReadonlyArray<string>), waitOnFirstConnect: process.env.MOA_WAIT_FOR_NATS === "1" },
+    nats: { ...auth, servers: serverList(servers as string | ReadonlyArray<string>), waitOnFirstConnect: process.env.MOA_WAIT_FOR_NATS === "1" },
     drainTimeoutMs: Number(process.env.MOA_DRAIN_TIMEOUT_MS ?? 10_000),
     onReady: (srv) => process.send?.({ type: "ready", agent, id: srv.id, pid: process.pid }),
   })
