@@ -135,12 +135,12 @@ if (only === undefined || only === "adapters") {
 if (only === undefined || only === "gate") {
   const features = ngramFeatures()
   const experts = [...EXPERTS]
-  const labelled = SKILLS.flatMap((s) => trainSet(s, 300).slice(0, 300).map((e) => ({ prompt: e.question, skill: s })))
+  const labelled = SKILLS.flatMap((s) => trainSet(s, 1000).slice(0, 1000).map((e) => ({ prompt: e.question, skill: s })))
   const x = await features.extract(labelled.map((l) => l.prompt))
   const y = labelled.map((l) => experts.map((e) => (e === l.skill ? 1 : 0)))
   const gate = new Gate(defaultGateConfig(experts, features.spec, { k: 1, fallback: "base", threshold: 0.3 }), seed)
-  trainGate(gate, x, y, { epochs: 30 })
-  const test = SKILLS.flatMap((s) => testSet(s).map((e) => ({ prompt: e.question, skill: s })))
+  trainGate(gate, x, y, { epochs: 100 })
+  const test = SKILLS.flatMap((s) => (s === "capital" ? allCapitals() : generate(s, { n: 400, seed: seed + 2000, split: "test", unique: true })).map((e) => ({ prompt: e.question, skill: s })))
   const probs = gate.probs(await features.extract(test.map((t) => t.prompt)))
   const right = test.filter((t, i) => experts[probs[i]!.indexOf(Math.max(...probs[i]!))] === t.skill).length
   fs.mkdirSync(path.join(out, "gate"), { recursive: true })
