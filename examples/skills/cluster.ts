@@ -117,13 +117,26 @@ const router = defineAgent({
       deadlineMs: 20_000,
       scorers: { reward: async (q: string, a: string) => { try { return reward(q, a) } catch { return 0 } } },
     })
-    const monitor = new ClusterMonitor(ctx.nc, ctx.cluster, () => r.clientList, 1000).start()
+    // health from $SRV.STATS: a 2 s reply window, so an expert busy decoding on a loaded machine is
+    // not taken for dead (the default 500 ms window marked live experts down here)
+    const monitor = new ClusterMonitor(ctx.nc, ctx.cluster, () => r.clientList)
+    let polling = true
+    const loop = (async () => {
+      while (polling) {
+        await monitor.poll(2000).catch(() => {})
+        await new Promise((res) => setTimeout(res, 1000))
+      }
+    })()
+    const stopMonitor = async () => {
+      polling = false
+      await loop
+    }
     const svc = await serveRouter(ctx.nc, ctx.cluster, r, { name: "router" })
     await publishGate(ctx.nc, ctx.cluster, gate, { version: meta.version ?? "artifacts", metrics: meta.metrics }).catch((e: Error) => ctx.log.warn({ err: e.message }, "could not publish the gate"))
-    return { r, svc, monitor }
+    return { r, svc, stopMonitor }
   },
   teardown: async (s) => {
-    await s.monitor.stop()
+    await s.stopMonitor()
     await s.svc.stop().catch(() => {})
   },
   handlers: {
