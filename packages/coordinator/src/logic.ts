@@ -174,12 +174,14 @@ export function buildGroups(groups: ReadonlyArray<ScoredGroup>, o: PairOptions =
         rs.push(r)
       }
     })
-    if (cs.length === 0) continue
+    // the trainer needs groups of one size: a completion no source could score drops its group
+    if (cs.length === 0 || cs.length !== g.completions.length) continue
     const spread = Math.max(...rs) - Math.min(...rs)
     if (spread === 0) {
       if (rs[0]! >= rightAt || g.task.reference === undefined) continue
-      cs.push(g.task.reference)
-      rs.push(1)
+      // all wrong: the reference takes the last sample's place (same group size)
+      cs[cs.length - 1] = g.task.reference
+      rs[rs.length - 1] = 1
     }
     out.push({ prompt: g.task.prompt, completions: cs, rewards: rs })
   }

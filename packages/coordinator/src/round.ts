@@ -144,10 +144,15 @@ export class Coordinator {
     return ex.adapter ?? ex.name
   }
 
-  /** The version the expert serves as its adapter now ("base" when it has none). */
+  /**
+   * The version the expert serves ("base" = no adapter): the registry's when the expert is
+   * registered (a trained but not promoted version may have become the expert's own current
+   * one), else what the expert reports. Also checks that the expert answers.
+   */
   async currentVersion(ex: ExpertSpec): Promise<string> {
     const l = await this.client.call<AdapterList>(ex.name, "adapters-list", {}, { timeoutMs: 10_000 })
-    return l.adapters.find((a) => a.name === this.adapterOf(ex))?.current ?? "base"
+    const reg = await this.store.registry(ex.name)
+    return reg?.current ?? l.adapters.find((a) => a.name === this.adapterOf(ex))?.current ?? "base"
   }
 
   /** Held-out accuracy of `version` of the expert's adapter ("base" = no adapter), greedy. */
@@ -176,7 +181,9 @@ export class Coordinator {
           this.client.call(
             ex.name,
             "generate",
-            { prompt: t.prompt, temperature: this.opts.temperature ?? 1, maxTokens: this.opts.maxTokens ?? 12, seed: round * 100_003 + ti * 101 + j, ...adapter },
+            // the first candidate is the greedy answer (what evaluation and users see: when it is
+            // wrong it is the most useful rejected answer), the others are sampled
+            { prompt: t.prompt, temperature: j === 0 ? 0 : (this.opts.temperature ?? 0.8), maxTokens: this.opts.maxTokens ?? 12, seed: round * 100_003 + ti * 101 + j, ...adapter },
             { timeoutMs: 120_000 },
           ),
         ),
@@ -239,7 +246,7 @@ export class Coordinator {
         round,
         expert: ex.name,
         adapter: this.adapterOf(ex),
-        baseVersion: d.version === "base" ? "current" : d.version,
+        baseVersion: d.version === "base" ? "new" : d.version,
         algorithm: d.algorithm,
         data: d.data,
         hyper: { ...defaultHyper(this.opts.algo, d.data.length), ...(this.opts.hyper ?? {}) },
@@ -295,7 +302,7 @@ export class Coordinator {
               round,
               expert: ex.name,
               adapter: this.adapterOf(ex),
-              baseVersion: s.version === "base" ? "current" : s.version,
+              baseVersion: s.version === "base" ? "new" : s.version,
               algorithm: s.algorithm,
               data: s.data,
               hyper: { ...defaultHyper(this.opts.algo, s.data.length), ...(this.opts.hyper ?? {}) },
@@ -384,6 +391,11 @@ export class Coordinator {
           current: version,
           history: [...(reg?.history ?? []), { version, run: this.opts.run, round, accuracy: candidate, action: "promoted", at: new Date().toISOString(), objects: trained.data.objects as string[] }],
         })
+      }
+      else {
+        // keep serving the registered version (training may have moved the expert's own pointer)
+        const reg = await this.store.registry(ex.name)
+        if (reg && reg.current !== "base") await this.client.call(ex.name, "adapters-load", { name: this.adapterOf(ex), version: reg.current }, { timeoutMs: 30_000 })
       }
       await this.record(round, ex.name, "decided", { version, promote: d.promote, reason: d.reason, current, candidate })
     } catch (e) {

@@ -1,0 +1,69 @@
+// Shared set-up of the coordinator tests: a real nats-server, a weak tiny expert trained here,
+// and expert agents started as real processes (agents/expert's moa-expert).
+import { spawn, type ChildProcess } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { buildWeakExpert } from "../src/fixture.ts"
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+export const root = path.resolve(here, "../../..")
+
+/** The weak sort expert: d32, 1 layer, a few steps on CI-size sort (cached per machine: same options, same model). */
+export const WEAK = { skill: "sort" as const, steps: 90, seed: 3, config: { dModel: 32, nLayers: 1, nHeads: 2 } }
+export async function weakModel(): Promise<string> {
+  const dir = path.join(os.tmpdir(), `moa-coordinator-weak-sort-${WEAK.steps}-${WEAK.seed}-d32l1`)
+  const lock = `${dir}.building`
+  // two test files may start together: the first builds, the other waits for it
+  while (fs.existsSync(lock) && !fs.existsSync(path.join(dir, "model.safetensors"))) await new Promise((r) => setTimeout(r, 500))
+  if (!fs.existsSync(path.join(dir, "model.safetensors"))) {
+    const tmp = `${dir}.tmp${process.pid}`
+    fs.writeFileSync(lock, String(process.pid))
+    try {
+      await buildWeakExpert(tmp, { ...WEAK, backend: "wasm" })
+      fs.renameSync(tmp, dir)
+    } finally {
+      fs.rmSync(lock, { force: true })
+    }
+  }
+  return dir
+}
+
+export interface ExpertProc {
+  readonly proc: ChildProcess
+  log: string
+  stop(): Promise<void>
+}
+
+/** Start `moa-expert` as a real process and wait until it serves. */
+export async function startExpert(o: { model: string; name: string; cluster: string; nats: string; artifacts: string }): Promise<ExpertProc> {
+  const proc = spawn(
+    process.execPath,
+    ["--import", "tsx", path.join(root, "agents/expert/src/main.ts"), "--model", o.model, "--name", o.name, "--cluster", o.cluster, "--nats", o.nats, "--artifacts", o.artifacts, "--backend", "wasm"],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe", "ipc"], env: { ...process.env, MOA_BACKEND: "wasm", MOA_LOG_LEVEL: "warn" } },
+  )
+  const h: ExpertProc = {
+    proc,
+    log: "",
+    stop: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return
+      const done = new Promise((r) => proc.once("exit", r))
+      proc.kill("SIGKILL")
+      await done
+    },
+  }
+  proc.stdout!.on("data", (d) => (h.log += d))
+  proc.stderr!.on("data", (d) => (h.log += d))
+  await new Promise<void>((ok, fail) => {
+    const t = setTimeout(() => fail(new Error(`expert ${o.name} did not start:\n${h.log}`)), 120_000)
+    proc.on("message", (m: { type?: string }) => {
+      if (m?.type === "ready") {
+        clearTimeout(t)
+        ok()
+      }
+    })
+    proc.once("exit", (code) => fail(new Error(`expert ${o.name} exited with ${code}:\n${h.log}`)))
+  })
+  return h
+}
