@@ -36,6 +36,8 @@ export class NativeBackend extends MathBackendCPU {
 
   constructor(readonly addon: NativeAddon) {
     super()
+    // MathBackendCPU prints an advert for tfjs-node on first use; initBackend reports the backend instead.
+    ;(this as unknown as { firstUse: boolean }).firstUse = false
   }
 
   /** An output array of n floats; contents undefined (every kernel writes all of it). */
