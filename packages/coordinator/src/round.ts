@@ -332,6 +332,13 @@ export class Coordinator {
     }
     if (stepOf(this.state, job.run, job.round, job.expert, "trained") || stepOf(this.state, job.run, job.round, job.expert, "job-failed")) return // done before: counted once
     const deadline = Date.now() + (this.opts.trainTimeoutMs ?? 15 * 60_000)
+    try {
+      // a quick liveness check first: a vanished expert fails in seconds, not at the train deadline
+      await this.client.call(job.expert, "adapters-list", {}, { timeoutMs: 15_000 })
+    } catch (e) {
+      await this.record(job.round, job.expert, "job-failed", { jobId: job.jobId, reason: reasonOf(e) })
+      return
+    }
     while (true) {
       try {
         const res = await this.client.call<{ version: string; baseVersion: string; losses: number[]; examples: number; steps: number; metrics: Record<string, number>; dir: string }>(
@@ -430,12 +437,23 @@ export async function rollback(nc: NatsConnection, cluster: string, expert: stri
       await client.call(expert, "adapters-load", { name: reg.adapter, version }, { timeoutMs: 30_000 })
     } catch (e) {
       if ((e as MoaError)?.code !== "NOT_FOUND") throw e
+      // unloaded before (rollback to base): register it again from the expert's own artifacts folder
+      try {
+        await client.call(expert, "adapters-load", { name: reg.adapter, path: `adapters/${reg.adapter}/${version}` }, { timeoutMs: 30_000 })
+        return await finishRollback(store, reg, expert, version)
+      } catch {
+        // not there either
+      }
       // the expert does not have it on its disk: fetch it from the Object Store (same filesystem only, see docs)
       const dir = path.join(os.tmpdir(), "moa-coordinator", cluster, expert, reg.adapter, version)
       if (!(await store.downloadAdapter(expert, reg.adapter, version, dir))) throw e
       await client.call(expert, "adapters-load", { name: reg.adapter, path: dir }, { timeoutMs: 30_000 })
     }
   }
+  return finishRollback(store, reg, expert, version)
+}
+
+async function finishRollback(store: Store, reg: RegistryEntry, expert: string, version: string): Promise<RegistryEntry> {
   const next: RegistryEntry = { ...reg, current: version, history: [...reg.history, { version, action: "rollback", at: new Date().toISOString() }] }
   await store.putRegistry(next)
   await store.record({ run: "admin", round: 0, expert, step: "rollback", at: new Date().toISOString(), id: String(Date.now()), data: { from: reg.current, to: version } })
