@@ -2,19 +2,11 @@
  * Dataset preparation after reading: de-duplication, stratified train/validation/test splits,
  * imbalance handling (oversampling and loss weights per task or label) and a dataset report.
  */
+import { rng } from "@moa/model"
 import type { DataRecord } from "./jsonl.ts"
 
-/** mulberry32, so that splits and oversampling are reproducible from a seed. */
-export const seededRng = (seed: number): (() => number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** The model's seeded PRNG (mulberry32), so that splits and oversampling are reproducible from a seed. */
+export const seededRng: (seed: number) => () => number = rng
 const shuffled = <A>(xs: ReadonlyArray<A>, rng: () => number): A[] => {
   const out = xs.slice()
   for (let i = out.length - 1; i > 0; i--) {

@@ -8,6 +8,8 @@
  * A module's weight and bias move together. A category with an odd count trains ⌊n/2⌋ or ⌈n/2⌉
  * modules, by a coin flip per round, so that on average exactly half is trained.
  */
+import { rng } from "@moa/model"
+
 
 /** The module a parameter belongs to: `h.0.attn.q_proj.weight` → `h.0.attn.q_proj`. */
 export const moduleOf = (param: string): string => param.replace(/\.(weight|bias)$/, "")
@@ -32,28 +34,18 @@ export const hftCategories = (paramNames: ReadonlyArray<string>): Map<string, st
   return cats
 }
 
-const rngFor = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** The parameter names trained in `round` (the rest are frozen for that round). */
 export const hftTrainable = (paramNames: ReadonlyArray<string>, round: number, seed = 0): string[] => {
-  const rng = rngFor((seed * 1000003 + round * 7919 + 17) >>> 0)
+  const random = rng((seed * 1000003 + round * 7919 + 17) >>> 0)
   const trainMods = new Set<string>()
   for (const [, mods] of [...hftCategories(paramNames)].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const order = mods.slice()
     for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(rng() * (i + 1))
+      const j = Math.floor(random() * (i + 1))
       ;[order[i], order[j]] = [order[j]!, order[i]!]
     }
-    const k = order.length % 2 === 0 ? order.length / 2 : Math.floor(order.length / 2) + (rng() < 0.5 ? 1 : 0)
+    const k = order.length % 2 === 0 ? order.length / 2 : Math.floor(order.length / 2) + (random() < 0.5 ? 1 : 0)
     for (const m of order.slice(0, k)) trainMods.add(m)
   }
   return paramNames.filter((p) => trainMods.has(moduleOf(p)))

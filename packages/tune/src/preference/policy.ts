@@ -3,6 +3,7 @@
 // Written against the model contract (notes/model-contract.md): `forward(ids) → logits [B,T,V]`
 // and `params: Map<string, tf.Variable>`; any object with those two members works.
 import * as tf from "@tensorflow/tfjs"
+import { rng } from "@moa/model"
 
 /** The part of @moa/model's GPT the trainers use. */
 export interface PolicyModel {
@@ -168,17 +169,8 @@ export function completionLogps(model: PolicyModel, items: TokenCompletion[], ba
 
 export const contextOf = (model: PolicyModel): number | undefined => model.config?.contextLength
 
-/** Seeded PRNG (mulberry32) for shuffling and sampling. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Seeded PRNG (mulberry32) for shuffling and sampling: the model package's. */
+export { rng }
 
 export function shuffled<T>(xs: T[], random: () => number): T[] {
   const out = xs.slice()
