@@ -11,33 +11,12 @@
  */
 import { Effect } from "effect"
 import { isAlgo, parseExperts, runRounds, summarize } from "@moa/coordinator"
+import { programArgs } from "@moa/runtime/args"
 
 const USAGE =
   "usage: moa-coordinator --nats URL --cluster NAME --run ID --algo dpo|ipo|simpo|orpo|kto|ppo|grpo --rounds N --experts name[=task][@adapter],… " +
   "[--k 6] [--prompts 24] [--held-out 60] [--seed 0] [--hyper JSON] [--min-gain 0]\n"
-const args = process.argv.slice(2)
-const die = (msg: string): never => {
-  process.stderr.write(`moa-coordinator: ${msg}\n${USAGE}`)
-  process.exit(2)
-}
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`)
-  if (i < 0) return undefined
-  const v = args[i + 1]
-  if (v === undefined || v.startsWith("--")) die(`--${name} needs a value`)
-  return v
-}
-const num = (name: string): number | undefined => {
-  const v = flag(name)
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isFinite(n) || n < 0) die(`--${name} must be a number ≥ 0, got ${JSON.stringify(v)}`)
-  return n
-}
-if (args.includes("--help") || args.includes("-h")) {
-  process.stdout.write(USAGE)
-  process.exit(0)
-}
+const { die, flag, num } = programArgs("moa-coordinator", USAGE)
 const algo = flag("algo") ?? "dpo"
 if (!isAlgo(algo)) die(`--algo ${algo}: expected dpo, ipo, simpo, orpo, kto, ppo or grpo`)
 let hyper: Record<string, unknown> | undefined

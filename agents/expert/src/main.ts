@@ -10,35 +10,13 @@
  * then starts it like any other agent.
  */
 import type { ExpertOptions } from "@moa/expert"
+import { programArgs } from "@moa/runtime/args"
 
 const USAGE =
   "usage: moa-expert --model <checkpoint-dir> [--name expert] [--cluster moa] [--nats URL] [--adapter name=dir ...] [--default-adapter name] " +
   "[--artifacts dir] [--max-adapters N] [--window-ms MS] [--max-batch N] [--no-batching] [--backend native|wasm|cpu|tensorflow] [--replica N]\n"
 
-const args = process.argv.slice(2)
-const die = (msg: string): never => {
-  process.stderr.write(`moa-expert: ${msg}\n${USAGE}`)
-  process.exit(2)
-}
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`)
-  if (i < 0) return undefined
-  const v = args[i + 1]
-  if (v === undefined || v.startsWith("--")) die(`--${name} needs a value`)
-  return v
-}
-const num = (name: string): number | undefined => {
-  const v = flag(name)
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isFinite(n) || n < 0) die(`--${name} must be a number ≥ 0, got ${JSON.stringify(v)}`)
-  return n
-}
-
-if (args.includes("--help") || args.includes("-h")) {
-  process.stdout.write(USAGE)
-  process.exit(0)
-}
+const { args, die, flag, num } = programArgs("moa-expert", USAGE)
 const model = flag("model") ?? process.env.MOA_EXPERT_MODEL ?? die("--model <checkpoint-dir> is required (a folder with config.json, model.safetensors, tokenizer.json)")
 const adapters: Record<string, string> = {}
 args.forEach((a, i) => {
