@@ -7,7 +7,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs"
-import { CharTokenizer, GPT, initBackend, makeConfig } from "@moa/model"
+import { CharTokenizer, GPT, initBackend, makeConfig, type BackendName } from "@moa/model"
 import { SKILLS, type SkillName, allCapitals, format, generate } from "@moa/skills"
 import { Adapter } from "../src/peft/adapter.ts"
 import { hftTrainable } from "../src/peft/hft.ts"
@@ -19,7 +19,7 @@ import { lossCurveSvg, seriesFromLog } from "../src/eval/plot.ts"
 const baseSteps = Number(process.argv[2] ?? 300)
 const expertSteps = Number(process.argv[3] ?? 150)
 const outDir = process.argv[4] ?? "docs"
-const backend = await initBackend("wasm")
+const backend = await initBackend(process.env.MOA_BACKEND as BackendName | undefined)
 const size = "ci" as const
 const t00 = Date.now()
 const say = (s: string) => console.log(`[${((Date.now() - t00) / 1000).toFixed(0)}s] ${s}`)
@@ -74,24 +74,16 @@ for (const skill of SKILLS) {
   extra[full.name] = { "trainable params": model.numParams().toLocaleString("en"), seconds: (r.elapsedMs / 1000).toFixed(0) }
   say(`full ${skill}: own ${full.perTask[skill]!.accuracy}`)
   restore()
-  // Half Fine-Tuning: a new half every `round` steps
+  // Half Fine-Tuning: one half of every category for the whole stage (the paper's unit); each
+  // skill is its own stage, so each draws its own half
   const names = [...model.params.keys()]
-  const round = Math.max(1, Math.floor(expertSteps / 5))
-  let trainedHft = 0
-  r = train(model, tok, data, {
-    ...opts,
-    steps: expertSteps,
-    seed: 2,
-    variables: (step) => {
-      const t = hftTrainable(names, Math.floor((step - 1) / round), 7)
-      const vars = t.map((n) => model.params.get(n)!)
-      trainedHft = vars.reduce((n, v) => n + v.size, 0)
-      return vars
-    },
-  })
+  const stage = SKILLS.indexOf(skill)
+  const hftVars = hftTrainable(names, stage, 7).map((n) => model.params.get(n)!)
+  const trainedHft = hftVars.reduce((n, v) => n + v.size, 0)
+  r = train(model, tok, data, { ...opts, steps: expertSteps, seed: 2, variables: hftVars })
   logs[`hft-${skill}`] = r.log
   const hft = evalAll(`hft:${skill}`)
-  extra[hft.name] = { "trainable params": `${trainedHft.toLocaleString("en")} per round`, seconds: (r.elapsedMs / 1000).toFixed(0) }
+  extra[hft.name] = { "trainable params": trainedHft.toLocaleString("en"), seconds: (r.elapsedMs / 1000).toFixed(0) }
   say(`hft ${skill}: own ${hft.perTask[skill]!.accuracy}`)
   restore()
   table.push(lora, full, hft)

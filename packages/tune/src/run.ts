@@ -42,7 +42,13 @@ export interface TuneRunOptions {
   readonly rslora?: boolean
   readonly targets?: ReadonlyArray<string>
   readonly bits?: QuantBits
-  /** HFT: steps per round (a new half of each category is trained every round) */
+  /**
+   * HFT: which fine-tuning stage this job is (0, 1, 2…). As in the paper, one stage trains one
+   * half of each category for the whole job; the next stage (the next skill, or the next
+   * preference round) draws another half. Default 0.
+   */
+  readonly hftStage?: number
+  /** HFT: re-draw the half every this many steps inside the job (default: never — one half per stage) */
   readonly hftRound?: number
   readonly validation?: number
   readonly test?: number
@@ -100,6 +106,8 @@ export const evaluateExamples = (name: string, model: GPT, tok: Tokenizer, examp
 
 export const runTune = async (o: TuneRunOptions): Promise<TuneRunResult> => {
   if (!TUNE_METHODS.includes(o.method)) throw new Error(`unknown method "${o.method}": use one of ${TUNE_METHODS.join(", ")}`)
+  if (o.hftStage !== undefined && !(Number.isInteger(o.hftStage) && o.hftStage >= 0)) throw new Error(`hft stage must be a whole number ≥ 0, got ${o.hftStage}`)
+  if (o.hftRound !== undefined && !(Number.isInteger(o.hftRound) && o.hftRound >= 1)) throw new Error(`hft round must be a whole number of steps ≥ 1, got ${o.hftRound}`)
   const log = o.log ?? (() => {})
   const backend = await initBackend(o.backend)
   const { model, tokenizer } = loadCheckpoint(o.base)
@@ -141,12 +149,13 @@ export const runTune = async (o: TuneRunOptions): Promise<TuneRunResult> => {
       result = train(model, tokenizer, data.train, { ...common, lr: o.lr ?? 1e-3, variables: [...model.params.values()] })
     } else {
       const names = [...model.params.keys()]
-      const round = o.hftRound ?? Math.max(1, Math.floor(steps / 5))
+      const round = o.hftRound ?? steps
+      const stage = o.hftStage ?? 0
       result = train(model, tokenizer, data.train, {
         ...common,
         lr: o.lr ?? 1e-3,
         variables: (step) => {
-          const vars = hftTrainable(names, Math.floor((step - 1) / round), o.seed ?? 0).map((n) => model.params.get(n)!)
+          const vars = hftTrainable(names, stage + Math.floor((step - 1) / round), o.seed ?? 0).map((n) => model.params.get(n)!)
           trainable = vars.reduce((n, v) => n + v.size, 0)
           return vars
         },

@@ -35,7 +35,8 @@ const methodCommand = (method: TuneMethod, description: string) =>
       rslora: Options.boolean("rslora").pipe(Options.withDescription("scale by alpha/√r instead of alpha/r")),
       targets: Options.text("targets").pipe(Options.withDefault("all"), Options.withDescription("target modules: q,k,v,o,mlp_in,mlp_out, all, full names or /regex/")),
       bits: Options.choice("bits", ["8", "4"]).pipe(Options.withDefault("8" as const), Options.withDescription("qlora: base weights in int8 or 4-bit")),
-      hftRound: Options.integer("hft-round").pipe(Options.optional, Options.withDescription("hft: steps per round (default steps/5)")),
+      hftStage: Options.integer("hft-stage").pipe(Options.withDefault(0), Options.withDescription("hft: the fine-tuning stage this job is (0, 1, …); each stage trains another half of every category")),
+      hftRound: Options.integer("hft-round").pipe(Options.optional, Options.withDescription("hft: re-draw the trained half every N steps inside the job (default: one half for the whole job)")),
       validation: Options.float("validation").pipe(Options.withDefault(0.1)),
       test: Options.float("test").pipe(Options.withDefault(0.1)),
       stratify: Options.choice("stratify", ["task", "label", "none"]).pipe(Options.withDefault("task" as const)),
@@ -70,6 +71,7 @@ const methodCommand = (method: TuneMethod, description: string) =>
             ...Option.match(a.lr, { onNone: () => ({}), onSome: (lr) => ({ lr }) }),
             ...Option.match(a.warmup, { onNone: () => ({}), onSome: (warmup) => ({ warmup }) }),
             ...Option.match(a.alpha, { onNone: () => ({}), onSome: (alpha) => ({ alpha }) }),
+            hftStage: a.hftStage,
             ...Option.match(a.hftRound, { onNone: () => ({}), onSome: (hftRound) => ({ hftRound }) }),
             ...Option.match(a.backend, { onNone: () => ({}), onSome: (b) => ({ backend: b as BackendName }) }),
             onStep: (step, steps, loss) => {
