@@ -112,14 +112,21 @@ const qrows: Record<string, unknown>[] = []
 for (const bits of [8, 4] as const) {
   restore()
   const ad = Adapter.create(model, { r: 8, alpha: 16, targetModules: ["all"], seed: 3 }, { name: "tune-results-base" })
-  ad.attach(model, { quantize: bits })
+  const heldBefore = tf.memory().numBytes
+  ad.attach(model, { quantize: bits, releaseFloat32: true })
+  const heldAfter = tf.memory().numBytes
   r = train(model, tok, rows(qskill), { ...opts, lr: loraLr, variables: ad.variables(), steps: expertSteps, seed: 2 })
   const q = evalAll(`qlora-int${bits}:${qskill}`)
-  const mem = ad.quantizedMemory()!
-  extra[q.name] = { "trainable params": ad.numParams().toLocaleString("en"), "base linear weights": `${(mem.quantizedBytes / 1024).toFixed(1)} KiB (fp32 ${(mem.float32Bytes / 1024).toFixed(1)} KiB)`, seconds: (r.elapsedMs / 1000).toFixed(0) }
+  const mem = { ...ad.quantizedMemory()!, tensorBytesBefore: heldBefore, tensorBytesAfter: heldAfter }
+  extra[q.name] = {
+    "trainable params": ad.numParams().toLocaleString("en"),
+    "base linear weights": `${(mem.quantizedBytes / 1024).toFixed(1)} KiB (fp32 ${(mem.float32Bytes / 1024).toFixed(1)} KiB); all tensors ${(heldBefore / 1024).toFixed(0)} → ${(heldAfter / 1024).toFixed(0)} KiB`,
+    seconds: (r.elapsedMs / 1000).toFixed(0),
+  }
   table.push(q)
   qrows.push({ bits, own: q.perTask[qskill]!.accuracy, ...mem })
   say(`qlora int${bits}: own ${q.perTask[qskill]!.accuracy}, ${JSON.stringify(mem)}`)
+  ad.detach() // puts the (dequantised) float32 weights back; restore() then copies the originals
   ad.dispose()
 }
 

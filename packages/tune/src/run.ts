@@ -12,6 +12,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
+import * as tf from "@tensorflow/tfjs"
 import { type BackendName, type GPT, type Tokenizer, generate, initBackend, loadCheckpoint, saveCheckpoint } from "@moa/model"
 import { type DataRecord, DataError, checkLengths, readJsonl, trainingPairs } from "./data/jsonl.ts"
 import { type StratifyBy, datasetReport, dedupe, lossWeights, oversample, reportMarkdown, splitDataset } from "./data/prep.ts"
@@ -68,7 +69,8 @@ export interface TuneRunResult {
   readonly trainableParams: number
   readonly totalParams: number
   readonly bytesOnDisk: number
-  readonly quantizedMemory?: { float32Bytes: number; quantizedBytes: number }
+  /** qlora: the target weights in float32 vs quantised, and all tensor memory (tf.memory) before and after attaching */
+  readonly quantizedMemory?: { float32Bytes: number; quantizedBytes: number; tensorBytesBefore?: number; tensorBytesAfter?: number }
   readonly before: EvalResult
   readonly after: EvalResult
   readonly log: TrainLogEntry[]
@@ -133,6 +135,8 @@ export const runTune = async (o: TuneRunOptions): Promise<TuneRunResult> => {
     }
     let adapter: Adapter | undefined
     let trainable = 0
+    const totalParams = model.numParams()
+    let tensorBytes: { before: number; after: number } | undefined
     let result
     if (o.method === "lora" || o.method === "dora" || o.method === "qlora") {
       adapter = Adapter.create(
@@ -140,7 +144,10 @@ export const runTune = async (o: TuneRunOptions): Promise<TuneRunResult> => {
         { r: o.r ?? 8, alpha: o.alpha ?? 2 * (o.r ?? 8), dropout: o.dropout ?? 0, rslora: o.rslora ?? false, dora: o.method === "dora", targetModules: o.targets ?? ["all"], seed: o.seed ?? 0 },
         { name: path.resolve(o.base), fingerprint },
       )
-      adapter.attach(model, o.method === "qlora" ? { quantize: o.bits ?? 8 } : {})
+      const heldBefore = tf.memory().numBytes
+      // QLoRA-style: the frozen base of the targets in int8/4-bit, its float32 copy given back
+      adapter.attach(model, o.method === "qlora" ? { quantize: o.bits ?? 8, releaseFloat32: true } : {})
+      if (o.method === "qlora") tensorBytes = { before: heldBefore, after: tf.memory().numBytes }
       trainable = adapter.numParams()
       const ad = adapter
       result = train(model, tokenizer, data.train, { ...common, lr: o.lr ?? 1e-2, variables: ad.variables(), setTraining: (on) => (ad.training = on) })
@@ -181,14 +188,15 @@ export const runTune = async (o: TuneRunOptions): Promise<TuneRunResult> => {
       "",
     ].join("\n")
     fs.writeFileSync(path.join(o.out, "report.md"), report)
-    const quantizedMemory = adapter?.quantizedMemory()
+    const mem = adapter?.quantizedMemory()
+    const quantizedMemory = mem && tensorBytes ? { ...mem, tensorBytesBefore: tensorBytes.before, tensorBytesAfter: tensorBytes.after } : mem
     adapter?.dispose()
     return {
       out: o.out,
       method: o.method,
       backend: backend.name,
       trainableParams: trainable,
-      totalParams: model.numParams(),
+      totalParams,
       bytesOnDisk,
       ...(quantizedMemory ? { quantizedMemory } : {}),
       before,

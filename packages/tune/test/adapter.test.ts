@@ -137,4 +137,24 @@ describe("adapters on the GPT", () => {
       a.dispose()
     }
   })
+
+  it("QLoRA-style with releaseFloat32: the float32 base weights of the targets really leave memory, and come back on detach", () => {
+    const model = tiny(1, 32)
+    const base = model.forward(ids)
+    const a = Adapter.create(model, { r: 2, alpha: 4, targetModules: ["all"], seed: 6 }, { name: "q" })
+    expect(() => a.attach(model, { releaseFloat32: true })).toThrow(/releaseFloat32 needs quantize/)
+    const shapes = new Map(a.options.targetModules.map((n) => [n, model.params.get(`${n}.weight`)!.shape]))
+    const held = tf.memory().numBytes
+    a.attach(model, { quantize: 8, releaseFloat32: true })
+    const mem = a.quantizedMemory()!
+    // every target's float32 weight is gone, a 1-float placeholder each stands in its place
+    expect(held - tf.memory().numBytes).toBe(mem.float32Bytes - 4 * shapes.size)
+    expect(tf.tidy(() => maxAbsDiff(model.forward(ids), base))).toBeLessThan(0.01)
+    const attached = tf.memory().numBytes
+    a.detach()
+    expect(tf.memory().numBytes - attached).toBe(mem.float32Bytes - 4 * shapes.size)
+    for (const [n, shape] of shapes) expect(model.params.get(`${n}.weight`)!.shape).toEqual(shape)
+    expect(maxAbsDiff(model.forward(ids), base)).toBeLessThan(0.01)
+    a.dispose()
+  })
 })

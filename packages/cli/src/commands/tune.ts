@@ -90,7 +90,7 @@ const methodCommand = (method: TuneMethod, description: string) =>
               `${(r.bytesOnDisk / 1024).toFixed(1)} KiB on disk, ${fmtSeconds(r.seconds)} on ${r.backend}\n` +
               `test exact match: base ${pct(r.before.accuracy)} → ${pct(r.after.accuracy)}` +
               (r.after.loss !== undefined ? `; loss ${r.before.loss?.toFixed(4)} → ${r.after.loss.toFixed(4)}` : "") +
-              (r.quantizedMemory ? `; base linear weights ${(r.quantizedMemory.quantizedBytes / 1024).toFixed(1)} KiB instead of ${(r.quantizedMemory.float32Bytes / 1024).toFixed(1)} KiB` : "") +
+              (r.quantizedMemory ? `; base linear weights ${(r.quantizedMemory.quantizedBytes / 1024).toFixed(1)} KiB instead of ${(r.quantizedMemory.float32Bytes / 1024).toFixed(1)} KiB` + (r.quantizedMemory.tensorBytesAfter !== undefined ? ` (tensor memory ${(r.quantizedMemory.tensorBytesBefore! / 1024).toFixed(1)} → ${(r.quantizedMemory.tensorBytesAfter / 1024).toFixed(1)} KiB with the adapter attached)` : "") : "") +
               `\nreport: ${r.out}/report.md, loss curve: ${r.out}/loss.svg\n`,
           )
         },

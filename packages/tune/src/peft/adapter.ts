@@ -16,7 +16,7 @@ import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs"
 import { type HookableModel, type LinearOverride, selectTargets } from "./hook.ts"
 import { LoraLayer } from "./lora.ts"
-import { QuantizedLinear, type QuantBits, type QuantizedMatrix, quantize, quantizedBytes } from "./quant.ts"
+import { QuantizedLinear, type QuantBits, type QuantizedMatrix, dequantize, quantize, quantizedBytes } from "./quant.ts"
 import { type STTensor, decodeSafetensors, encodeSafetensors, writeFolderAtomic } from "@moa/model"
 
 export const ADAPTER_CONFIG = "adapter_config.json"
@@ -94,6 +94,8 @@ export class Adapter {
   readonly fingerprint: string
   private attachedTo: HookableModel | undefined
   private quantized: Map<string, QuantizedMatrix> | undefined
+  /** target → shape of the float32 base weight given back to the allocator by `releaseFloat32` */
+  private released: Map<string, number[]> | undefined
 
   private constructor(layers: Map<string, LoraLayer>, options: Adapter["options"], baseName: string, fingerprint: string) {
     this.layers = layers
@@ -116,14 +118,31 @@ export class Adapter {
     return new Adapter(layers, options, base.name, base.fingerprint ?? baseFingerprint(model))
   }
 
-  /** Install the adapter on the model's linear hook; with `quantize`, the frozen base of each target is held in int8/4-bit. */
-  attach(model: HookableModel, opts: { quantize?: QuantBits } = {}): void {
+  /**
+   * Install the adapter on the model's linear hook; with `quantize`, the frozen base of each
+   * target is held in int8/4-bit and dequantised in every forward. With `releaseFloat32` too, the
+   * float32 base weights of the targets are disposed (a 1-element placeholder stands in the
+   * model's parameter map), so the memory is really saved — QLoRA's point; `detach` puts back
+   * the dequantised weights (close to, not equal to, the originals: reload the base to get those).
+   */
+  attach(model: HookableModel, opts: { quantize?: QuantBits; releaseFloat32?: boolean } = {}): void {
     if (this.attachedTo) throw new AdapterError("the adapter is already attached; detach it first")
+    if (opts.releaseFloat32 && !opts.quantize) throw new AdapterError("releaseFloat32 needs quantize: 8 or 4 (the float32 base is what the forward would use otherwise)")
     if (opts.quantize) {
       this.quantized = new Map()
       for (const name of this.layers.keys()) {
         const w = linearWeight(model, name)
         this.quantized.set(name, quantize(w.dataSync() as Float32Array, w.shape[0], w.shape[1], opts.quantize))
+      }
+    }
+    if (opts.releaseFloat32) {
+      this.released = new Map()
+      for (const name of this.layers.keys()) {
+        const key = `${name}.weight`
+        const w = model.params.get(key)!
+        this.released.set(name, w.shape)
+        model.params.set(key, tf.tidy(() => tf.variable(tf.zeros([1, 1]), false, `${w.name}_released`)))
+        w.dispose()
       }
     }
     for (const [name, layer] of this.layers) {
@@ -136,6 +155,15 @@ export class Adapter {
   detach(): void {
     if (!this.attachedTo) return
     for (const name of this.layers.keys()) this.attachedTo.setLinearOverride(name, undefined)
+    if (this.released) {
+      for (const [name, shape] of this.released) {
+        const key = `${name}.weight`
+        const placeholder = this.attachedTo.params.get(key)!
+        this.attachedTo.params.set(key, tf.tidy(() => tf.variable(tf.tensor(dequantize(this.quantized!.get(name)!), shape), false, placeholder.name.replace(/_released$/, ""))))
+        placeholder.dispose()
+      }
+      this.released = undefined
+    }
     this.attachedTo = undefined
     this.quantized = undefined
   }
