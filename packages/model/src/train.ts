@@ -11,6 +11,7 @@ import * as path from "node:path"
 import * as tf from "@tensorflow/tfjs"
 import { decodeSafetensors, encodeSafetensors, saveCheckpoint, type STTensor } from "./checkpoint.js"
 import type { GPT } from "./gpt.js"
+import { adamWStepInPlace } from "./native/index.js"
 import type { Tokenizer } from "./tokenizer.js"
 
 /** One training row: token ids from position 0, and which of them are targets (default: all but the first). */
@@ -261,16 +262,26 @@ export class AdamW {
   }
 
   /** One update with gradients `grads` (by param name) scaled by `scale` (clipping / accumulation). */
-  step(grads: Map<string, tf.Tensor>, scale: tf.Scalar, t: number, lr: number, c: TrainConfig) {
+  /**
+   * On the native backend each parameter is updated by one fused in-place native loop
+   * (adamWStepInPlace: same formula, ~12 fewer tfjs ops per parameter); elsewhere, or for a
+   * tensor it does not take, by the tensor-level update below. `fused: false` forces the latter.
+   */
+  step(grads: Map<string, tf.Tensor>, scale: tf.Scalar, t: number, lr: number, c: TrainConfig, opts: { fused?: boolean } = {}) {
     const bc1 = 1 - Math.pow(c.beta1, t)
     const bc2 = 1 - Math.pow(c.beta2, t)
+    const fusedScale = opts.fused !== false && tf.getBackend() === "native" ? scale.dataSync()[0] : undefined
     tf.tidy(() => {
       for (const [name, p] of this.params) {
         const g0 = grads.get(name)
         if (!g0) continue
-        const g = tf.mul(g0, scale)
         const m = this.m.get(name)!
         const v = this.v.get(name)!
+        const decayed = p.rank >= 2 && c.weightDecay > 0
+        if (fusedScale !== undefined && adamWStepInPlace(p, g0, m, v, {
+          lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: decayed ? c.weightDecay : 0, step: t, gradScale: fusedScale,
+        })) continue
+        const g = tf.mul(g0, scale)
         m.assign(tf.add(tf.mul(m, c.beta1), tf.mul(g, 1 - c.beta1)))
         v.assign(tf.add(tf.mul(v, c.beta2), tf.mul(tf.square(g), 1 - c.beta2)))
         const update = tf.div(tf.mul(m, 1 / bc1), tf.add(tf.sqrt(tf.mul(v, 1 / bc2)), c.eps))

@@ -33,6 +33,8 @@ export class NativeBackend extends MathBackendCPU {
   private readonly pool = new Map<number, Float32Array[]>()
   private pooledBytes = 0
   private readonly owned = new WeakMap<ArrayBufferLike, { arr: Float32Array; refs: number }>()
+  /** Buffers whose array was handed to user code (dataSync & co.): never written in place. */
+  private readonly escaped = new WeakSet<ArrayBufferLike>()
 
   constructor(readonly addon: NativeAddon) {
     super()
@@ -65,7 +67,14 @@ export class NativeBackend extends MathBackendCPU {
   }
 
   private escape(values: unknown): void {
-    if (values instanceof Float32Array) this.owned.delete(values.buffer)
+    if (!(values instanceof Float32Array)) return
+    this.owned.delete(values.buffer)
+    this.escaped.add(values.buffer)
+  }
+
+  /** True when user code may hold this array (readSync/dataSync returned it): in-place writers copy first. */
+  hasEscaped(values: Float32Array): boolean {
+    return this.escaped.has(values.buffer)
   }
 
   override write(values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType) {

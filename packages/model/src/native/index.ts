@@ -62,17 +62,38 @@ export function adamStep(p: Float32Array, g: Float32Array, m: Float32Array, v: F
     1 - Math.pow(o.beta1, o.step), 1 - Math.pow(o.beta2, o.step), o.gradScale ?? 1)
 }
 
-/** The Float32Array of a float32 tensor on the active native backend, owned by this tensor alone
- *  (a variable that shares its buffer — e.g. created from the same tensor as another — gets a copy). */
+let inPlaceWrites = 0
+
+/**
+ * Counts the in-place variable updates done by `adamWStepInPlace`. A variable's `dataId` changes
+ * on `assign`, but not when it is updated in place: caches of values derived from variables
+ * (e.g. the fused decoder's merged adapter weights) compare this counter too.
+ */
+export function inPlaceVersion(): number {
+  return inPlaceWrites
+}
+
+/** Arrays made by ownedValues: nobody else can hold them unless they escape through dataSync. */
+const privateArrays = new WeakSet<Float32Array>()
+
+/** The Float32Array of a float32 tensor on the active native backend, owned by this tensor alone.
+ *  The first in-place write to a variable works on a private copy: its array may be shared with
+ *  another variable (AdamW's m and v start from one zeros tensor) or with user code (a tensor made
+ *  from a caller's array, e.g. a decoded checkpoint); so does a write after dataSync handed the
+ *  array out, so the caller's snapshot stays intact. */
 function ownedValues(be: NativeBackend, v: tf.Variable): Float32Array {
-  if (be.refCount(v.dataId) > 1) {
-    const copy = tf.tensor((be.f32(v) as Float32Array).slice(), v.shape, "float32")
+  const cur = be.f32(v)
+  if (!cur) throw new Error("adamWStepInPlace: variable is not float32 on the native backend")
+  if (!privateArrays.has(cur) || be.refCount(v.dataId) > 1 || be.hasEscaped(cur)) {
+    const copy = tf.tensor(cur.slice(), v.shape, "float32")
     v.assign(copy)
     copy.dispose()
+    const own = be.f32(v)
+    if (!own) throw new Error("adamWStepInPlace: variable is not float32 on the native backend")
+    privateArrays.add(own)
+    return own
   }
-  const vals = be.f32(v)
-  if (!vals) throw new Error("adamWStepInPlace: variable is not float32 on the native backend")
-  return vals
+  return cur
 }
 
 /**
@@ -89,6 +110,7 @@ export function adamWStepInPlace(param: tf.Variable, grad: tf.Tensor, m: tf.Vari
   const gv = be.f32(grad)
   if (!gv) return false
   const pv = ownedValues(be, param), mv = ownedValues(be, m), vv = ownedValues(be, v)
+  inPlaceWrites++
   adamStep(pv, gv, mv, vv, o)
   return true
 }
