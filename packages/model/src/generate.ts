@@ -28,6 +28,8 @@ export interface GenerateOptions extends SampleOptions {
   cache?: boolean
   /** text prompts are wrapped as bos + prompt + sep (the training format) unless raw */
   raw?: boolean
+  /** on the native backend, decode with the fused native kernel (default true); see GPT ForwardOptions.fused */
+  fused?: boolean
 }
 
 export type FinishReason = "eos" | "stop" | "length"
@@ -101,7 +103,7 @@ export function* generateTokens(
       try {
         const out = tf.tidy(() => {
           const ids = tf.tensor2d(newTokens.flat(), [B, T], "int32")
-          const h = model.hidden(ids, { cache: c }) // (B*T, C)
+          const h = model.hidden(ids, { cache: c, fused: opts.fused }) // (B*T, C)
           const last = tf.gather(h, tf.tensor1d(Array.from({ length: B }, (_, b) => b * T + T - 1), "int32")) // (B, C)
           return model.head(last) // (B, V)
         })

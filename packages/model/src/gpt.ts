@@ -9,6 +9,7 @@
 
 import * as tf from "@tensorflow/tfjs"
 import { wasmKernelFixesInstalled } from "./wasm-kernels.js"
+import { fusedHidden, type NativeKV } from "./fused-decode.js"
 
 export interface GPTConfig {
   vocabSize: number
@@ -75,6 +76,8 @@ export class KVCache {
   length = 0
   /** left padding per row (batched prompts of different lengths); positions start after it */
   readonly pad: number[]
+  /** the fused native decode's keys and values (then k and v stay empty); internal */
+  native?: NativeKV
   constructor(nLayers: number, pad: number[] = []) {
     this.k = new Array(nLayers).fill(undefined)
     this.v = new Array(nLayers).fill(undefined)
@@ -84,6 +87,7 @@ export class KVCache {
     for (const t of [...this.k, ...this.v]) t?.dispose()
     this.k.fill(undefined)
     this.v.fill(undefined)
+    this.native = undefined
     this.length = 0
   }
 }
@@ -93,6 +97,8 @@ export interface ForwardOptions {
   cache?: KVCache
   /** seed for dropout masks (training); the same seed gives the same masks */
   seed?: number
+  /** with a cache on the native backend: run the fused native decode (default true; env MOA_FUSED_DECODE=0 disables it) */
+  fused?: boolean
 }
 
 const EPS = 1e-5
@@ -160,6 +166,11 @@ export class GPT {
   /** Names of every linear layer, the keys for setLinearOverride. */
   linearNames(): string[] {
     return [...this.linears]
+  }
+
+  /** The override of a linear layer, if one is set. */
+  linearOverride(name: string): LinearOverride | undefined {
+    return this.overrides.get(name)
   }
 
   setLinearOverride(name: string, override: LinearOverride | undefined) {
@@ -342,6 +353,10 @@ export class GPT {
     const past = cache?.length ?? 0
     if (past + T > contextLength)
       throw new Error(`sequence of ${past + T} tokens is longer than contextLength ${contextLength}`)
+    if (cache && !opts.training && opts.fused !== false) {
+      const h = fusedHidden(this, ids, cache) // (B*T, C), or undefined when it does not apply
+      if (h) return h
+    }
     const pad = cache?.pad ?? []
     const padded = pad.some((p) => p > 0)
     this.dropoutCounter = 0

@@ -511,6 +511,230 @@ static napi_value js_adam(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// decode(slots, meta, tokens, kc, vc, hidden): the GPT's cached forward for new tokens, fused.
+//
+// For each of T new tokens (one position at a time, all B rows together) and each layer:
+//   h = norm(x); q,k,v = h·W{q,k,v} + b; RoPE(q,k); append k,v to the cache; causal attention of
+//   q over the cache (keys pad_b ≤ j ≤ t); x += y·Wo + bo; h = norm(x);
+//   x += gelu(h·Wfi + bfi)·Wfo + bfo,   gelu(u) = u·sigmoid(1.702u)
+// then hidden[b, t] = norm_f(x). The lm head stays in tfjs (one matmul). Same maths as
+// src/gpt.ts `hidden()` with a KVCache; products through OpenBLAS (sgemv for one row, sgemm for
+// several), single-threaded: at these sizes a second thread costs more than it saves.
+//
+// slots (Array of Float32Array; an empty array = absent):
+//   0 wte [V,C], 1 wpe [Tmax,C] (learned positions), 2 ln_f.weight [C], 3 ln_f.bias [C]
+//   4 + 16·i: ln_1.w, ln_1.b, q.W [C,C], q.b, k.W, k.b, v.W, v.b, o.W, o.b, ln_2.w, ln_2.b,
+//             fc_in.W [C,F], fc_in.b [F], fc_out.W [F,C], fc_out.b [C]
+// meta (Int32Array): [B, T, C, nh, L, F, V, Tmax, norm (0 layernorm, 1 rmsnorm), rope (0/1),
+//   past, pad[0..B)]
+// tokens: Int32Array [B, T]. kc, vc: Float32Array [L, B, nh, Tmax, hs] (the cache, written at
+// positions past..past+T-1). hidden: Float32Array [B, T, C] (out).
+// ---------------------------------------------------------------------------------------------
+#define DEC_SLOTS_PER_LAYER 16
+#define DEC_EPS 1e-5f
+
+static void dec_norm(const float* x, float* y, int64_t B, int64_t C, const float* w, const float* bias, int rms) {
+  for (int64_t b = 0; b < B; b++) {
+    const float* xr = x + b * C;
+    float* yr = y + b * C;
+    if (rms) {
+      float ss = 0.0f;
+      for (int64_t j = 0; j < C; j++) ss += xr[j] * xr[j];
+      const float r = 1.0f / sqrtf(ss / (float)C + DEC_EPS);
+      for (int64_t j = 0; j < C; j++) yr[j] = xr[j] * r * w[j];
+    } else {
+      float s = 0.0f;
+      for (int64_t j = 0; j < C; j++) s += xr[j];
+      const float mu = s / (float)C;
+      float ss = 0.0f;
+      for (int64_t j = 0; j < C; j++) {
+        const float d = xr[j] - mu;
+        ss += d * d;
+      }
+      const float r = 1.0f / sqrtf(ss / (float)C + DEC_EPS);
+      for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mu) * r * w[j] + (bias ? bias[j] : 0.0f);
+    }
+  }
+}
+
+// y[B,out] = x[B,in]·W[in,out] (+ bias); accumulate: y += instead of y =.
+static void dec_linear(const float* x, int64_t B, int64_t in, int64_t out, const float* W, const float* bias, float* y,
+                       int accumulate) {
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (B == 1)
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)in, (int)out, 1.0f, W, (int)out, x, 1, beta, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)out, (int)in, 1.0f, x, (int)in, W, (int)out, beta,
+                y, (int)out);
+  if (bias)
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t j = 0; j < out; j++) y[b * out + j] += bias[j];
+}
+
+// HF rotate-half RoPE on one head vector at position p: x·cos + rotate_half(x)·sin.
+static void dec_rope(float* x, int64_t hs, int64_t p) {
+  const int64_t h = hs / 2;
+  for (int64_t i = 0; i < h; i++) {
+    const double ang = (double)p * pow(10000.0, (-2.0 * (double)i) / (double)hs);
+    const float c = (float)cos(ang), s = (float)sin(ang);
+    const float a = x[i], b = x[i + h];
+    x[i] = a * c - b * s;
+    x[i + h] = b * c + a * s;
+  }
+}
+
+static napi_value js_decode(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  int32_t *meta, *tokens;
+  size_t ml, tl, kcl, vcl, hl;
+  float *kc, *vc, *hidden;
+  if (!get_i32arr(env, argv[1], &meta, &ml) || !get_i32arr(env, argv[2], &tokens, &tl) ||
+      !get_f32(env, argv[3], &kc, &kcl) || !get_f32(env, argv[4], &vc, &vcl) || !get_f32(env, argv[5], &hidden, &hl))
+    return NULL;
+  if (ml < 11) {
+    napi_throw_range_error(env, NULL, "moa_native.decode: meta too short");
+    return NULL;
+  }
+  const int64_t B = meta[0], T = meta[1], C = meta[2], nh = meta[3], L = meta[4], F = meta[5], V = meta[6],
+                Tmax = meta[7], past = meta[10];
+  const int rms = meta[8], rope = meta[9];
+  if (B < 1 || T < 1 || C < 1 || nh < 1 || C % nh || L < 1 || F < 1 || V < 1 || past < 0 || past + T > Tmax ||
+      ml < (size_t)(11 + B) || tl < (size_t)(B * T)) {
+    napi_throw_range_error(env, NULL, "moa_native.decode: bad meta or tokens");
+    return NULL;
+  }
+  const int64_t hs = C / nh;
+  const size_t cacheLen = (size_t)(L * B * nh * Tmax * hs);
+  if (kcl < cacheLen || vcl < cacheLen || hl < (size_t)(B * T * C)) {
+    napi_throw_range_error(env, NULL, "moa_native.decode: cache or hidden buffer too small");
+    return NULL;
+  }
+  const int32_t* pad = meta + 11;
+  // Weights: fetch and check every slot's length.
+  const int64_t nslots = 4 + DEC_SLOTS_PER_LAYER * L;
+  float** w = (float**)calloc((size_t)nslots, sizeof(float*));
+  if (!w) {
+    napi_throw_error(env, NULL, "moa_native.decode: out of memory");
+    return NULL;
+  }
+  napi_value result = NULL;
+  float* scratch = NULL;
+  for (int64_t i = 0; i < nslots; i++) {
+    napi_value el;
+    size_t n;
+    if (napi_get_element(env, argv[0], (uint32_t)i, &el) != napi_ok || !get_f32(env, el, &w[i], &n)) goto done;
+    size_t want;
+    const int64_t k = i < 4 ? i : 4 + (i - 4) % DEC_SLOTS_PER_LAYER;
+    const int64_t lk = i < 4 ? -1 : (i - 4) % DEC_SLOTS_PER_LAYER;
+    if (k == 0) want = (size_t)(V * C);
+    else if (k == 1) want = (size_t)(Tmax * C);
+    else if (i < 4) want = (size_t)C;
+    else if (lk == 2 || lk == 4 || lk == 6 || lk == 8) want = (size_t)(C * C);
+    else if (lk == 12) want = (size_t)(C * F);
+    else if (lk == 13) want = (size_t)F;
+    else if (lk == 14) want = (size_t)(F * C);
+    else want = (size_t)C;
+    const int optional = i == 1 || i == 3 || (lk >= 0 && (lk % 2 == 1));
+    if (n == 0 && optional) {
+      w[i] = NULL;
+      continue;
+    }
+    if (n != want) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "moa_native.decode: weight slot %ld has %zu floats, expected %zu", (long)i, n, want);
+      napi_throw_range_error(env, NULL, msg);
+      goto done;
+    }
+  }
+  if (rope == 0 && !w[1]) {
+    napi_throw_range_error(env, NULL, "moa_native.decode: learned positions need wpe (slot 1)");
+    goto done;
+  }
+  // scratch: x, h, q, k, v, y [B·C] each, f [B·F], p [Tmax]
+  scratch = (float*)malloc(sizeof(float) * (size_t)(6 * B * C + B * F + Tmax));
+  if (!scratch) {
+    napi_throw_error(env, NULL, "moa_native.decode: out of memory");
+    goto done;
+  }
+  blas_threads(1);
+  {
+    float *x = scratch, *h = x + B * C, *q = h + B * C, *k = q + B * C, *v = k + B * C, *y = v + B * C, *f = y + B * C,
+          *pr = f + B * F;
+    const float scale = 1.0f / sqrtf((float)hs);
+    for (int64_t t = 0; t < T; t++) {
+      const int64_t at = past + t;  // cache index of this token
+      for (int64_t b = 0; b < B; b++) {
+        const int32_t tok = tokens[b * T + t];
+        if (tok < 0 || tok >= V) {
+          napi_throw_range_error(env, NULL, "moa_native.decode: token id out of range");
+          goto done;
+        }
+        const int64_t pos = at - pad[b] > 0 ? at - pad[b] : 0;
+        memcpy(x + b * C, w[0] + (int64_t)tok * C, sizeof(float) * (size_t)C);
+        if (!rope)
+          for (int64_t j = 0; j < C; j++) x[b * C + j] += w[1][pos * C + j];
+      }
+      for (int64_t l = 0; l < L; l++) {
+        float** lw = w + 4 + DEC_SLOTS_PER_LAYER * l;
+        dec_norm(x, h, B, C, lw[0], lw[1], rms);
+        dec_linear(h, B, C, C, lw[2], lw[3], q, 0);
+        dec_linear(h, B, C, C, lw[4], lw[5], k, 0);
+        dec_linear(h, B, C, C, lw[6], lw[7], v, 0);
+        for (int64_t b = 0; b < B; b++) {
+          const int64_t pos = at - pad[b] > 0 ? at - pad[b] : 0;
+          for (int64_t hd = 0; hd < nh; hd++) {
+            float* qh = q + b * C + hd * hs;
+            float* kh = k + b * C + hd * hs;
+            if (rope) {
+              dec_rope(qh, hs, pos);
+              dec_rope(kh, hs, pos);
+            }
+            const size_t base = (size_t)((((l * B + b) * nh + hd) * Tmax) * hs);
+            memcpy(kc + base + at * hs, kh, sizeof(float) * (size_t)hs);
+            memcpy(vc + base + at * hs, v + b * C + hd * hs, sizeof(float) * (size_t)hs);
+            // attention of this query over keys pad_b..at
+            const int64_t j0 = pad[b] < at ? pad[b] : at;
+            float m = -INFINITY;
+            for (int64_t j = j0; j <= at; j++) {
+              const float* kj = kc + base + j * hs;
+              float s = 0.0f;
+              for (int64_t e = 0; e < hs; e++) s += qh[e] * kj[e];
+              s *= scale;
+              pr[j] = s;
+              m = s > m ? s : m;
+            }
+            float sum = 0.0f;
+            for (int64_t j = j0; j <= at; j++) {
+              pr[j] = vexpf(pr[j] - m);
+              sum += pr[j];
+            }
+            const float inv = 1.0f / sum;
+            float* yh = y + b * C + hd * hs;
+            for (int64_t e = 0; e < hs; e++) yh[e] = 0.0f;
+            for (int64_t j = j0; j <= at; j++) {
+              const float pj = pr[j] * inv;
+              const float* vj = vc + base + j * hs;
+              for (int64_t e = 0; e < hs; e++) yh[e] += pj * vj[e];
+            }
+          }
+        }
+        dec_linear(y, B, C, C, lw[8], lw[9], x, 1);  // x += y·Wo + bo
+        dec_norm(x, h, B, C, lw[10], lw[11], rms);
+        dec_linear(h, B, C, F, lw[12], lw[13], f, 0);
+        for (int64_t e = 0; e < B * F; e++) f[e] = f[e] / (1.0f + vexpf(-1.702f * f[e]));
+        dec_linear(f, B, F, C, lw[14], lw[15], x, 1);  // x += gelu(·)·Wfo + bfo
+      }
+      for (int64_t b = 0; b < B; b++) dec_norm(x + b * C, hidden + (b * T + t) * C, 1, C, w[2], w[3], rms);
+    }
+  }
+done:
+  free(scratch);
+  free(w);
+  return result;
+}
+
 // ---------------------------------------------------------------------------------------------
 static napi_value init(napi_env env, napi_value exports) {
   struct {
@@ -520,6 +744,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setThreads", js_set_threads}, {"config", js_config},       {"gemm", js_gemm},
       {"binary", js_binary},          {"unary", js_unary},         {"softmax", js_softmax},
       {"reduce", js_reduce},          {"transpose", js_transpose}, {"adam", js_adam},
+      {"decode", js_decode},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -20,6 +20,8 @@ export interface NativeAddon {
   reduce(op: number, x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number): void
   /** meta = [ndim, outShape…, inStrides…] */
   transpose(x: Float32Array, out: Float32Array, meta: Int32Array): void
+  /** The GPT's cached forward for new tokens, fused (see js_decode in moa_native.c for the layouts). */
+  decode?(slots: Float32Array[], meta: Int32Array, tokens: Int32Array, kc: Float32Array, vc: Float32Array, hidden: Float32Array): void
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
     beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number, gradScale: number): void
 }
