@@ -35,6 +35,8 @@ export interface ExpertStats {
   readonly capacity?: number
   /** Replicas seen in the last poll (undefined = never polled). */
   readonly replicas?: number
+  /** Polls in a row that found no replica (a busy machine misses some; see HealthPolicy). */
+  readonly missedPolls?: number
   /** Requests and errors the expert itself reports (sum over replicas), from `$SRV.STATS`. */
   readonly served?: { readonly requests: number; readonly errors: number; readonly avgProcessingMs: number }
 }
@@ -100,45 +102,93 @@ export interface NatsExpertClient extends ExpertClient {
   readonly subject: string
   /** Called by ClusterMonitor with what `$SRV.STATS` says about this expert. */
   observe(poll: ExpertPoll): void
+  /** Whether any poll so far found a replica of this expert. */
+  readonly seen: boolean
+}
+
+/**
+ * When a missed `$SRV.STATS` reply means "down". A machine busy generating or training answers
+ * stats late or not at all for a while, so one short window is no proof of death. An expert
+ * that has been seen is marked down only when
+ *   - `missesToDown` polls in a row found no replica of it, and
+ *   - its last sign of life (a poll that found it, or a call it answered) is `graceMs` old, and
+ *   - no call of ours to it is still in flight (a busy expert is working for us; the call's own
+ *     deadline decides whether that work failed).
+ * Immediately down: an expert never seen alive whose first poll finds nobody, and an expert whose
+ * only replicas say they are draining. The monitor also widens its reply window after a miss.
+ */
+export interface HealthPolicy {
+  readonly missesToDown: number
+  readonly graceMs: number
+}
+export const defaultHealthPolicy: HealthPolicy = { missesToDown: 3, graceMs: 5000 }
+
+const checkPolicy = (p: HealthPolicy): HealthPolicy => {
+  if (!(Number.isInteger(p.missesToDown) && p.missesToDown >= 1)) throw new Error(`health.missesToDown must be an integer ≥ 1, got ${p.missesToDown}`)
+  if (!(Number.isFinite(p.graceMs) && p.graceMs >= 0)) throw new Error(`health.graceMs must be a number of milliseconds ≥ 0, got ${p.graceMs}`)
+  return p
 }
 
 /** An ExpertClient over NATS through the runtime's agent client: `generate` on `moa.<cluster>.<expert>.generate`. */
-export const natsExpert = (nc: NatsConnection, cluster: string, name: string, opts: { client?: AgentClient } = {}): NatsExpertClient => {
+export const natsExpert = (
+  nc: NatsConnection,
+  cluster: string,
+  name: string,
+  opts: { client?: AgentClient; health?: Partial<HealthPolicy> } = {},
+): NatsExpertClient => {
   const subject = verbSubject(cluster, name, "generate")
   const client = opts.client ?? makeClient(nc, cluster)
+  const policy = checkPolicy({ ...defaultHealthPolicy, ...opts.health })
   let inflight = 0
   let lastFailureAt = 0
-  let missed = 0
+  let lastOkAt = 0
   const outcomes = new Outcomes()
-  let polled: ExpertPoll | undefined
+  let polls = 0
+  /** The last poll that found a replica (its queue depth, capacity, served counts). */
+  let good: ExpertPoll | undefined
+  let lastSeenAt = 0
+  let misses = 0
+  let drained = false
+  const pollDown = (): boolean => {
+    if (polls === 0 || misses === 0) return false
+    if (!good || drained) return true
+    if (inflight > 0) return false
+    return misses >= policy.missesToDown && Date.now() - Math.max(lastSeenAt, lastOkAt) >= policy.graceMs
+  }
   return {
     name,
     subject,
+    get seen() {
+      return good !== undefined
+    },
     observe(poll) {
-      // one missed $SRV.STATS reply (a busy machine) is not death: an expert that was up is
-      // marked down only when two polls in a row find no replica
-      if (poll.replicas === 0 && polled && polled.replicas > 0 && missed === 0) {
-        missed++
-        return
+      const wasDown = pollDown()
+      polls++
+      if (poll.replicas > 0) {
+        // a poll that finds the expert after it was down: it is back, forget old failures
+        if (wasDown || !good) outcomes.reset()
+        good = poll
+        lastSeenAt = Date.now()
+        misses = 0
+        drained = false
+      } else {
+        misses++
+        drained = (poll.draining ?? 0) > 0
       }
-      missed = 0
-      // a fresh poll that finds replicas means the expert is back: forget old failures
-      if (poll.replicas > 0 && (!polled || polled.replicas === 0)) outcomes.reset()
-      polled = poll
     },
     stats() {
       // 3 failures in a row mark it down for 5 s; then it gets a chance again (half-open)
       const failing = outcomes.trailingFailures() >= 3 && Date.now() - lastFailureAt < 5000
-      const healthy = (polled === undefined || polled.replicas > 0) && !failing
       return {
         name,
-        healthy,
+        healthy: !pollDown() && !failing,
         // the queue the expert reports (all callers) when it does, else what this router has in flight
-        inflight: Math.max(inflight, polled?.queueDepth ?? 0),
-        capacity: polled?.concurrency || undefined,
+        inflight: Math.max(inflight, good?.queueDepth ?? 0),
+        capacity: good?.concurrency || undefined,
         errorRate: outcomes.errorRate(),
-        replicas: polled?.replicas,
-        served: polled && { requests: polled.requests, errors: polled.errors, avgProcessingMs: polled.avgProcessingMs },
+        replicas: polls === 0 ? undefined : misses > 0 ? 0 : good?.replicas,
+        missedPolls: misses,
+        served: good && { requests: good.requests, errors: good.errors, avgProcessingMs: good.avgProcessingMs },
       }
     },
     async generate(req, { deadlineMs }) {
@@ -152,6 +202,7 @@ export const natsExpert = (nc: NatsConnection, cluster: string, name: string, op
           { timeoutMs: Math.max(1, Math.round(deadlineMs)) },
         )
         outcomes.push(true)
+        lastOkAt = Date.now()
         return { text: r.text, tokens: r.tokens, latencyMs: performance.now() - t0 }
       } catch (e) {
         outcomes.push(false)
@@ -207,22 +258,42 @@ export const pollServices = async (nc: NatsConnection, cluster: string, waitMs =
 /**
  * Polls `$SRV.STATS` every `intervalMs` and tells each NATS expert client how many replicas
  * serve it, how deep their queues are and how often they fail; an expert with no replica is
- * marked down, so the gate gives it nothing until it comes back.
+ * marked down (by the client's HealthPolicy), so the gate gives it nothing until it comes back.
+ *
+ * The reply window adapts: it starts at `minWindowMs` (500 ms); when an expert that was seen
+ * before is missing from a poll, the next poll waits twice as long (up to `maxWindowMs`, 4 s),
+ * and after a poll that found everyone it shrinks by a quarter back towards the minimum. So a
+ * loaded machine gets the time it needs and an idle one stays quick.
  */
 export class ClusterMonitor {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
+  private window: number
+  private readonly minWindowMs: number
+  private readonly maxWindowMs: number
   constructor(
     private readonly nc: NatsConnection,
     private readonly cluster: string,
     private readonly clients: () => ReadonlyArray<ExpertClient>,
     private readonly intervalMs = 1000,
-  ) {}
+    opts: { minWindowMs?: number; maxWindowMs?: number } = {},
+  ) {
+    this.minWindowMs = opts.minWindowMs ?? 500
+    this.maxWindowMs = opts.maxWindowMs ?? 4000
+    if (!(this.minWindowMs > 0 && this.maxWindowMs >= this.minWindowMs))
+      throw new Error(`ClusterMonitor: need 0 < minWindowMs ≤ maxWindowMs, got ${this.minWindowMs} and ${this.maxWindowMs}`)
+    this.window = this.minWindowMs
+  }
 
-  /** One poll now; resolves when the replies are in (~waitMs). */
-  async poll(waitMs = 500): Promise<void> {
+  /** How long the next poll waits for `$SRV.STATS` replies. */
+  get windowMs(): number {
+    return this.window
+  }
+
+  /** One poll now; resolves when the replies are in (after the current window, or `waitMs` if given). */
+  async poll(waitMs?: number): Promise<void> {
     const byAgent = new Map<string, { replicas: number; requests: number; errors: number; totalMs: number; queueDepth: number; concurrency: number; draining: number; reported: boolean }>()
-    for (const s of await pollServices(this.nc, this.cluster, waitMs)) {
+    for (const s of await pollServices(this.nc, this.cluster, waitMs ?? this.window)) {
       if (!s.verbs.includes("generate")) continue
       const a = byAgent.get(s.agent) ?? { replicas: 0, requests: 0, errors: 0, totalMs: 0, queueDepth: 0, concurrency: 0, draining: 0, reported: false }
       a.replicas++
@@ -247,10 +318,12 @@ export class ClusterMonitor {
       }
       byAgent.set(s.agent, a)
     }
+    let missedKnown = false
     for (const c of this.clients()) {
       const nc = c as Partial<NatsExpertClient>
       if (typeof nc.observe !== "function") continue
       const a = byAgent.get(c.name)
+      if (!a && nc.seen) missedKnown = true
       nc.observe({
         replicas: a ? a.replicas - a.draining : 0,
         requests: a?.requests ?? 0,
@@ -261,6 +334,7 @@ export class ClusterMonitor {
         draining: a?.draining,
       })
     }
+    this.window = missedKnown ? Math.min(this.maxWindowMs, this.window * 2) : Math.max(this.minWindowMs, Math.round(this.window * 0.75))
   }
 
   start(): this {

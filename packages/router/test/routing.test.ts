@@ -136,17 +136,20 @@ describe("router on a live cluster", () => {
   }, 60_000)
 
   it("a dead expert gets nothing: the gate sends its questions to the next best alive expert", async () => {
-    const clients = EXPERTS.map((e) => natsExpert(nc, CLUSTER, e))
+    // no grace period, so the test needs no waiting: down after 3 polls in a row without a replica
+    const clients = EXPERTS.map((e) => natsExpert(nc, CLUSTER, e, { health: { missesToDown: 3, graceMs: 0 } }))
     const router = new Router({ experts: clients, gate: trained, deadlineMs: 3000 })
     const monitor = new ClusterMonitor(nc, CLUSTER, () => clients)
-    await monitor.poll()
+    for (let i = 0; i < 5 && !clients.every((c) => c.seen); i++) await monitor.poll()
     const before = await router.route({ prompt: "reverse abcdef", mode: "moe" })
     expect(before.trace.gate!.chosen).toEqual(["reverse"])
     await procs.find((p) => p.name === "reverse")!.stop()
+    const reverse = clients.find((c) => c.name === "reverse")!
     await monitor.poll()
-    expect(clients.find((c) => c.name === "reverse")!.stats().healthy).toBe(true) // one missed poll is not death
     await monitor.poll()
-    expect(clients.find((c) => c.name === "reverse")!.stats().healthy).toBe(false)
+    expect(reverse.stats()).toMatchObject({ healthy: true, missedPolls: 2 }) // missed polls are not death yet
+    await monitor.poll()
+    expect(reverse.stats().healthy).toBe(false)
     const after = await router.route({ prompt: "reverse abcdef", mode: "moe" })
     expect(after.trace.gate!.adjusted.reverse).toBe(0)
     expect(after.trace.gate!.chosen).not.toContain("reverse")
