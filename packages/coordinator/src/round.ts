@@ -11,8 +11,6 @@
  *   then per expert:      evaluated (the candidate `adapter@version` on held-out prompts)
  *                         decided  (promote through `adapters-load`, registry in KV, weights in Object Store)
  */
-import * as os from "node:os"
-import * as path from "node:path"
 import { Effect, Schema } from "effect"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
@@ -341,18 +339,16 @@ export class Coordinator {
     }
     while (true) {
       try {
-        const res = await this.client.call<{ version: string; baseVersion: string; losses: number[]; examples: number; steps: number; metrics: Record<string, number>; dir: string }>(
+        const res = await this.client.call<{ version: string; baseVersion: string; losses: number[]; examples: number; steps: number; metrics: Record<string, number>; dir: string; objects?: string[] }>(
           job.expert,
           "train",
           { adapter: job.adapter, baseVersion: job.baseVersion, algorithm: job.algorithm, data: job.data, hyper: job.hyper, jobId: job.jobId, promote: false },
           { timeoutMs: Math.max(1000, deadline - Date.now()) },
         )
-        let objects: string[] = []
-        try {
-          objects = await this.store.uploadAdapter(job.expert, job.adapter, res.version, res.dir)
-        } catch {
-          objects = []
-        }
+        // the expert puts the new version in the Object Store itself (any host); an older expert
+        // that does not is helped when its folder is readable from here
+        let objects: string[] = [...(res.objects ?? [])]
+        if (objects.length === 0) objects = await this.store.uploadAdapter(job.expert, job.adapter, res.version, res.dir).catch(() => [])
         await this.record(job.round, job.expert, "trained", {
           jobId: job.jobId,
           version: res.version,
@@ -425,31 +421,19 @@ export class Coordinator {
   }
 }
 
-/** Roll an expert back (or forward) to any version it has or the Object Store holds; "base" drops the adapter. */
+/**
+ * Roll an expert back (or forward) to any version it ever had; "base" drops the adapter. One
+ * `adapters-load { name, version }`: the expert re-registers a version still on its disk, or
+ * fetches it from the Object Store (`moa_weights_<cluster>`) when it is on another host or its
+ * artifacts folder is new — no shared filesystem.
+ */
 export async function rollback(nc: NatsConnection, cluster: string, expert: string, version: string): Promise<RegistryEntry> {
   const store = await Store.open(nc, cluster)
   const client = makeClient(nc, cluster)
   const reg = await store.registry(expert)
   if (!reg) throw new Error(`no expert "${expert}" in the registry of cluster ${cluster}: known: ${(await store.registryAll()).map((r) => r.expert).join(", ") || "none (run a round first)"}`)
   if (version === "base") await client.call(expert, "adapters-unload", { name: reg.adapter }, { timeoutMs: 30_000 })
-  else {
-    try {
-      await client.call(expert, "adapters-load", { name: reg.adapter, version }, { timeoutMs: 30_000 })
-    } catch (e) {
-      if ((e as MoaError)?.code !== "NOT_FOUND") throw e
-      // unloaded before (rollback to base): register it again from the expert's own artifacts folder
-      try {
-        await client.call(expert, "adapters-load", { name: reg.adapter, path: `adapters/${reg.adapter}/${version}` }, { timeoutMs: 30_000 })
-        return await finishRollback(store, reg, expert, version)
-      } catch {
-        // not there either
-      }
-      // the expert does not have it on its disk: fetch it from the Object Store (same filesystem only, see docs)
-      const dir = path.join(os.tmpdir(), "moa-coordinator", cluster, expert, reg.adapter, version)
-      if (!(await store.downloadAdapter(expert, reg.adapter, version, dir))) throw e
-      await client.call(expert, "adapters-load", { name: reg.adapter, path: dir }, { timeoutMs: 30_000 })
-    }
-  }
+  else await client.call(expert, "adapters-load", { name: reg.adapter, version }, { timeoutMs: 120_000 })
   return finishRollback(store, reg, expert, version)
 }
 

@@ -12,6 +12,7 @@ import type { NatsConnection } from "@nats-io/nats-core"
 import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm, type KV } from "@nats-io/kv"
 import { Objm, type ObjectStore } from "@nats-io/obj"
+import { weightsBucket } from "@moa/expert"
 import { eventKey, type RoundEvent } from "./logic.ts"
 
 export interface RegistryEntry {
@@ -66,7 +67,7 @@ export class Store {
     await ensure(`MOA_ROUNDS_${cluster}`, { subjects: [`moa.${cluster}.rounds.>`], duplicate_window: 10 * 60 * 1e9 })
     await ensure(`MOA_JOBS_${cluster}`, { subjects: [`moa.${cluster}.jobs.>`], retention: RetentionPolicy.Workqueue, duplicate_window: 10 * 60 * 1e9 })
     const kv = await new Kvm(nc).create(`moa_adapters_${cluster}`, { history: 10 })
-    const obj = await new Objm(nc).create(`moa_weights_${cluster}`)
+    const obj = await new Objm(nc).create(weightsBucket(cluster))
     return new Store(nc, cluster, jetstream(nc), jsm, kv, obj)
   }
 
@@ -157,18 +158,5 @@ export class Store {
       names.push(name)
     }
     return names
-  }
-
-  /** Download an adapter version from the Object Store into `dir` (PEFT layout). False when it is not stored. */
-  async downloadAdapter(expert: string, adapter: string, version: string, dir: string): Promise<boolean> {
-    const prefix = `${expert}/${adapter}/${version}/`
-    const list = (await this.obj.list()).filter((i) => i.name.startsWith(prefix) && !i.deleted)
-    if (list.length === 0) return false
-    fs.mkdirSync(dir, { recursive: true })
-    for (const i of list) {
-      const b = await this.obj.getBlob(i.name)
-      if (b) fs.writeFileSync(path.join(dir, i.name.slice(prefix.length)), b)
-    }
-    return true
   }
 }

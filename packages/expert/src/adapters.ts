@@ -108,6 +108,16 @@ export class AdapterStore {
     return this.registry.has(name)
   }
 
+  /** Whether `version` of `name` is registered (on this expert's disk or loaded from a folder). */
+  hasVersion(name: string, version: string): boolean {
+    return this.registry.get(name)?.versions.has(version) ?? false
+  }
+
+  /** Throws BAD_REQUEST unless `dir` holds an adapter that loads against this base model. */
+  validate(dir: string, field = "version"): void {
+    this.loadFolder(dir, field).dispose()
+  }
+
   /** `name` or `name@version` → the registered name and version, or a NOT_FOUND error saying what exists. */
   resolve(ref: string, field = "adapter"): { name: string; version: string; dir: string } {
     const at = ref.indexOf("@")
@@ -248,10 +258,10 @@ export class AdapterStore {
     if (reg.current === version) this.writeCurrent(name, version)
   }
 
-  /** A fresh version id for `name`: v1, v2, … (one more than any on disk). */
-  nextVersion(name: string): string {
+  /** A fresh version id for `name`: v1, v2, … (one more than any on disk or in `alsoTaken`, e.g. the versions other replicas put in the Object Store). */
+  nextVersion(name: string, alsoTaken: ReadonlyArray<string> = []): string {
     const dir = path.join(this.adaptersDir, name)
-    const taken = new Set([...(this.registry.get(name)?.versions.keys() ?? []), ...(fs.existsSync(dir) ? fs.readdirSync(dir) : [])])
+    const taken = new Set([...(this.registry.get(name)?.versions.keys() ?? []), ...(fs.existsSync(dir) ? fs.readdirSync(dir) : []), ...alsoTaken])
     let n = 1
     for (const v of taken) {
       const m = /^v(\d+)$/.exec(v)

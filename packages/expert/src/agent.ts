@@ -22,16 +22,18 @@
  * The runtime's built-in `info` and `health` answer too; `info.metadata` carries model, backend,
  * params and the adapters loaded at start.
  */
+import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Schema } from "effect"
 import { backendInfo, initBackend, loadCheckpoint, type BackendName } from "@moa/model"
 import { baseFingerprint } from "@moa/tune"
-import { moaError, type GenerateRequest, type ScoreRequest } from "@moa/protocol"
-import { defineAgent, resolveArtifactPath, verb, type AgentDefinition, type SetupContext } from "@moa/runtime"
+import { moaError, type GenerateChunk, type GenerateRequest, type GenerateResponse, type ScoreRequest } from "@moa/protocol"
+import { defineAgent, resolveArtifactPath, verb, type AgentDefinition, type HandlerContext, type HandlerResult, type SetupContext } from "@moa/runtime"
 import { AdapterStore } from "./adapters.ts"
 import { defaultBatching, Engine, type BatchingOptions } from "./engine.ts"
 import { Trainer, TrainRequest, TrainResponse } from "./train.ts"
+import { fetchVersion, storedVersions, uploadVersion, weightsBucket } from "./weights.ts"
 
 export const EXPERT_VERSION = "0.1.0"
 
@@ -178,6 +180,59 @@ export async function createExpert(o: ExpertOptions, ctx?: Pick<SetupContext, "s
 
 const adaptersList = (store: AdapterStore) => ({ adapters: store.list(), inMemory: store.loadedKeys(), maxLoaded: store.maxLoaded, evictions: store.evictions, loads: store.loads })
 
+/**
+ * Make sure `name@version` is on this expert's disk: when it is not, fetch it from the cluster's
+ * Object Store (another replica or host trained it) into the artifacts folder and register it.
+ * NOT_FOUND, naming what exists locally and in the bucket, when neither has it.
+ */
+async function ensureVersion(ctx: HandlerContext<ExpertState>, name: string, version: string, field: string): Promise<void> {
+  const store = ctx.state.store
+  if (store.hasVersion(name, version)) return
+  // concurrent requests for the same missing version share one fetch
+  const key = `${store.artifacts}\u0000${name}@${version}`
+  const running = fetching.get(key)
+  if (running) return running
+  const p = fetchOrRegister(ctx, name, version, field).finally(() => fetching.delete(key))
+  fetching.set(key, p)
+  return p
+}
+const fetching = new Map<string, Promise<void>>()
+
+async function fetchOrRegister(ctx: HandlerContext<ExpertState>, name: string, version: string, field: string): Promise<void> {
+  const store = ctx.state.store
+  // on this disk but not registered (the adapter was unloaded, e.g. rolled back to the base)
+  const here = path.join(store.adaptersDir, name, version)
+  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(version) && !version.includes("..") && fs.existsSync(path.join(here, "adapter_config.json"))) {
+    store.validate(here, field)
+    store.addVersion(name, version, here, false)
+    return
+  }
+  const dir = await fetchVersion(ctx.nc, ctx.cluster, ctx.agent, name, version, store.adaptersDir, (d) => store.validate(d, field))
+  if (dir) {
+    store.addVersion(name, version, dir, false)
+    ctx.log.info({ adapter: name, version, dir }, "fetched an adapter version from the Object Store")
+    return
+  }
+  const local = store.has(name) ? store.list().find((a) => a.name === name)!.versions : []
+  const stored = await storedVersions(ctx.nc, ctx.cluster, ctx.agent, name).catch(() => [])
+  throw moaError(
+    "NOT_FOUND",
+    `adapter "${name}" has no version "${version}" on this expert's disk (${local.join(", ") || "none"}) nor in ${weightsBucket(ctx.cluster)} under ${ctx.agent}/${name}/ (${stored.join(", ") || "none"})`,
+    { field },
+  )
+}
+
+/** `name@version` in a generate/score request: fetch the version first when it is not here. */
+const ensureRef = async (ctx: HandlerContext<ExpertState>, ref: string | undefined): Promise<void> => {
+  if (ref === undefined) return
+  const at = ref.indexOf("@")
+  if (at < 0) return
+  const name = ref.slice(0, at)
+  const version = ref.slice(at + 1)
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(name) || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(version) || ctx.state.store.hasVersion(name, version)) return
+  await ensureVersion(ctx, name, version, "adapter")
+}
+
 /** A runtime agent definition serving a checkpoint (and its adapters) over NATS. */
 export function defineExpert(o: ExpertOptions): AgentDefinition<ExpertState> {
   resolveBatching(o.batching) // fail early, in the cluster file
@@ -197,24 +252,56 @@ export function defineExpert(o: ExpertOptions): AgentDefinition<ExpertState> {
       state.engine.close()
     },
     handlers: {
-      generate: (req: GenerateRequest, ctx) => {
+      generate: (req: GenerateRequest, ctx): HandlerResult<GenerateResponse, GenerateChunk> => {
         const r = withDefault(req)
-        return req.stream ? ctx.state.engine.stream(r, { deadline: ctx.deadline, signal: ctx.signal }) : ctx.state.engine.generate(r, { deadline: ctx.deadline, signal: ctx.signal })
+        const o = { deadline: ctx.deadline, signal: ctx.signal }
+        const at = r.adapter?.indexOf("@") ?? -1
+        if (at < 0 || ctx.state.store.hasVersion(r.adapter!.slice(0, at), r.adapter!.slice(at + 1)))
+          return req.stream ? ctx.state.engine.stream(r, o) : ctx.state.engine.generate(r, o)
+        // a version trained elsewhere: fetch it from the Object Store first
+        if (req.stream)
+          return (async function* () {
+            await ensureRef(ctx, r.adapter)
+            yield* ctx.state.engine.stream(r, o)
+          })()
+        const fetched = async (): Promise<GenerateResponse> => {
+          await ensureRef(ctx, r.adapter)
+          return ctx.state.engine.generate(r, o)
+        }
+        return fetched()
       },
-      score: (req: ScoreRequest, ctx) => ctx.state.engine.score(withDefault(req)),
+      score: async (req: ScoreRequest, ctx) => {
+        const r = withDefault(req)
+        await ensureRef(ctx, r.adapter)
+        return ctx.state.engine.score(r)
+      },
       "model-info": verb({ request: Empty, response: ModelInfo, description: "model config, parameters, backend, adapters, batching stats" }, (_req, ctx) => ctx.state.info()),
       "adapters-list": verb({ request: Empty, response: AdaptersList, description: "adapters registered and in memory" }, (_req, ctx) => adaptersList(ctx.state.store)),
       "adapters-load": verb(
         { request: AdaptersLoadRequest, response: AdapterEntry, description: "register an adapter folder, or make a saved version current" },
-        (req, ctx) => ctx.state.store.load(req.path === undefined ? req : { ...req, path: artifactPathFromMessage(ctx.state.store.artifacts, req.path) }),
+        async (req, ctx) => {
+          if (req.path !== undefined) return ctx.state.store.load({ ...req, path: artifactPathFromMessage(ctx.state.store.artifacts, req.path) })
+          // a version this expert does not have (trained by another replica/host, or its disk is new): from the Object Store
+          if (req.version !== undefined && /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(req.name)) await ensureVersion(ctx, req.name, req.version, "version")
+          return ctx.state.store.load(req)
+        },
       ),
       "adapters-unload": verb({ request: AdaptersUnloadRequest, response: AdaptersUnloadResponse, description: "forget an adapter" }, (req, ctx) => {
         if (o.defaultAdapter === req.name) throw moaError("BAD_REQUEST", `"${req.name}" is this expert's default adapter; it cannot be unloaded`, { field: "name" })
         return ctx.state.store.unload(req.name)
       }),
-      train: verb({ request: TrainRequest, response: TrainResponse, description: "train a new adapter version (sft, dpo, ipo, simpo, orpo, kto, grpo)" }, (req, ctx) =>
-        ctx.state.trainer.run(req, { signal: ctx.signal }),
-      ),
+      train: verb({ request: TrainRequest, response: TrainResponse, description: "train a new adapter version (sft, dpo, ipo, simpo, orpo, kto, grpo)" }, async (req, ctx) => {
+        // version ids other replicas already put in the Object Store are taken too
+        const taken = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(req.adapter) ? await storedVersions(ctx.nc, ctx.cluster, ctx.agent, req.adapter).catch(() => []) : []
+        const res = await ctx.state.trainer.run(req, { signal: ctx.signal, takenVersions: taken })
+        try {
+          return { ...res, objects: await uploadVersion(ctx.nc, ctx.cluster, ctx.agent, res.adapter, res.version, res.dir) }
+        } catch (e) {
+          // no JetStream on this server: the version stays on this disk only
+          ctx.log.warn({ adapter: res.adapter, version: res.version, error: String(e) }, "could not put the new adapter version in the Object Store")
+          return res
+        }
+      }),
     },
   })
 }

@@ -103,6 +103,8 @@ export const TrainResponse = Schema.Struct({
   examples: Schema.Int,
   timings: Schema.Struct({ totalMs: Schema.Number, trainMs: Schema.Number, saveMs: Schema.Number, stepMsMean: Schema.Number }),
   dir: Schema.String,
+  /** Object Store names of the new version's files (bucket moa_weights_<cluster>), when the expert could put them there */
+  objects: Schema.optional(Schema.Array(Schema.String)),
 })
 export type TrainResponse = typeof TrainResponse.Type
 
@@ -191,7 +193,7 @@ export class Trainer {
     return this.busy
   }
 
-  async run(req: TrainRequest, opts: { signal?: AbortSignal } = {}): Promise<TrainResponse> {
+  async run(req: TrainRequest, opts: { signal?: AbortSignal; takenVersions?: ReadonlyArray<string> } = {}): Promise<TrainResponse> {
     const t0 = performance.now()
     // ---- validate at the boundary, before touching the model
     const name = checkAdapterName(req.adapter, "adapter")
@@ -449,7 +451,7 @@ export class Trainer {
 
       // ---- save atomically as a new version
       const tSave = performance.now()
-      const version = this.store.nextVersion(name)
+      const version = this.store.nextVersion(name, opts.takenVersions)
       const dir = path.join(this.store.adaptersDir, name, version)
       policy.save(dir)
       const promoted = req.promote === true || baseVersion === "new" && !this.store.has(name)

@@ -1,0 +1,132 @@
+// Adapter versions reach other hosts through the Object Store, not a shared disk (issue 8): an
+// expert process with one artifacts folder trains versions (it puts each in moa_weights_<cluster>
+// itself); a second expert process of the same name with another artifacts folder — another host —
+// fetches them over NATS when a rollback, a promotion or a request names them, into its own
+// folder, byte-identical and validated, and serves the same answers. Rollback to any version with
+// one call, across the two "hosts"; objects that could escape the folder or are not an adapter are refused.
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { connect } from "@nats-io/transport-node"
+import type { NatsConnection } from "@nats-io/nats-core"
+import { Objm } from "@nats-io/obj"
+import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
+import { makeClient, type AgentClient } from "@moa/runtime"
+import type { MoaError } from "@moa/protocol"
+import { weightsBucket } from "@moa/expert"
+import { Store, rollback, skillTasks } from "../src/index.ts"
+import { startExpert, weakModel, type ExpertProc } from "./helpers.ts"
+
+const CLUSTER = "cw"
+let nats: NatsServerHandle
+let nc: NatsConnection
+let client: AgentClient
+let work: string
+let model: string
+let hostA: ExpertProc | undefined
+let hostB: ExpertProc | undefined
+
+beforeAll(async () => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-weights-"))
+  const [n, m] = await Promise.all([startNatsServer({ jetstream: true }), weakModel()])
+  nats = n
+  model = m
+  nc = await connect({ servers: nats.url })
+  client = makeClient(nc, CLUSTER)
+}, 400_000)
+
+afterAll(async () => {
+  await nc?.close()
+  await hostA?.stop()
+  await hostB?.stop()
+  await nats?.stop()
+  if (work) fs.rmSync(work, { recursive: true, force: true })
+})
+
+const dirA = () => path.join(work, "hostA")
+const dirB = () => path.join(work, "hostB")
+const prompts = skillTasks("sort").tasks("test", 12, 5).map((t) => t.prompt)
+const answers = (adapter?: string) =>
+  Promise.all(prompts.map((prompt) => client.call(`sort`, "generate", { prompt, temperature: 0, maxTokens: 12, ...(adapter ? { adapter } : {}) }).then((r) => r.text)))
+const adapters = () => client.call<{ adapters: { name: string; current: string; versions: string[] }[] }>("sort", "adapters-list", {})
+const failure = async (p: Promise<unknown>): Promise<MoaError> => {
+  try {
+    await p
+  } catch (e) {
+    return e as MoaError
+  }
+  throw new Error("expected the call to fail")
+}
+const sft = (baseVersion: string, completion: (p: string) => string) =>
+  client.call<{ version: string; objects?: string[] }>(
+    "sort",
+    "train",
+    { adapter: "sort", baseVersion, algorithm: "sft", data: skillTasks("sort").tasks("train", 16, 3).map((t) => ({ prompt: t.prompt, completion: completion(t.reference!) })), hyper: { steps: 6, lr: 0.02 } },
+    { timeoutMs: 120_000 },
+  )
+
+describe("adapter weights across hosts through the Object Store", () => {
+  let seenA: Record<string, string[]> = {}
+
+  it("host A trains two versions and puts each in the Object Store itself", async () => {
+    hostA = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: dirA() })
+    const v1 = await sft("new", (r) => r)
+    const v2 = await sft(v1.version, (r) => [...r].reverse().join(""))
+    expect([v1.version, v2.version]).toEqual(["v1", "v2"])
+    expect(v1.objects).toEqual(["sort/sort/v1/adapter_config.json", "sort/sort/v1/adapter_model.safetensors"])
+    // the coordinator's registry names the versions (what a round would have written)
+    const store = await Store.open(nc, CLUSTER)
+    await store.putRegistry({ expert: "sort", adapter: "sort", current: "v2", history: [{ version: "v1", action: "registered", at: "t" }, { version: "v2", action: "promoted", at: "t" }] })
+    seenA = { base: await answers(), v1: await answers("sort@v1"), v2: await answers("sort@v2") }
+    expect(seenA.v1).not.toEqual(seenA.v2) // the two versions really differ
+    await hostA.stop()
+    hostA = undefined
+  }, 300_000)
+
+  it("host B (another artifacts folder) fetches a rolled-back version over NATS and serves it like host A", async () => {
+    hostB = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: dirB() })
+    expect((await adapters()).adapters).toEqual([])
+    const r = await rollback(nc, CLUSTER, "sort", "v1")
+    expect(r.current).toBe("v1")
+    expect(r.history.at(-1)?.action).toBe("rollback")
+    const got = path.join(dirB(), "adapters/sort/v1")
+    for (const f of ["adapter_config.json", "adapter_model.safetensors"])
+      expect(fs.readFileSync(path.join(got, f)).equals(fs.readFileSync(path.join(dirA(), "adapters/sort/v1", f)))).toBe(true)
+    expect((await adapters()).adapters).toEqual([{ name: "sort", current: "v1", versions: ["v1"], loaded: expect.any(Array) }])
+    expect(await answers("sort")).toEqual(seenA.v1) // "sort" = its current version
+    // a request that names a version host B never had fetches it too
+    expect(await answers("sort@v2")).toEqual(seenA.v2)
+    expect(fs.existsSync(path.join(dirB(), "adapters/sort/v2/adapter_model.safetensors"))).toBe(true)
+    // rollback to base, then forward again: from B's own disk this time
+    expect((await rollback(nc, CLUSTER, "sort", "base")).current).toBe("base")
+    expect((await failure(answers("sort"))).code).toBe("NOT_FOUND")
+    expect(await answers()).toEqual(seenA.base)
+    expect((await rollback(nc, CLUSTER, "sort", "v2")).current).toBe("v2")
+    expect(await answers("sort")).toEqual(seenA.v2)
+    const reg = await (await Store.open(nc, CLUSTER)).registry("sort")
+    expect(reg?.history.map((h) => `${h.action}:${h.version}`)).toEqual(["registered:v1", "promoted:v2", "rollback:v1", "rollback:base", "rollback:v2"])
+  }, 300_000)
+
+  it("a version in neither place, a version name that leaves the folder, and objects that are not an adapter are refused", async () => {
+    const none = await failure(rollback(nc, CLUSTER, "sort", "v9"))
+    expect(none.code).toBe("NOT_FOUND")
+    expect(none.message).toMatch(/no version "v9".*moa_weights_cw under sort\/sort\/ \(v1, v2\)/)
+    const escape = await failure(client.call("sort", "adapters-load", { name: "sort", version: "../../x" }))
+    expect(escape.code).toBe("BAD_REQUEST")
+    // a stray object under a version prefix, and a version whose weights are not an adapter of this base
+    const obj = await new Objm(nc).open(weightsBucket(CLUSTER))
+    await obj.putBlob({ name: "sort/sort/v5/../../../evil" }, new TextEncoder().encode("x"))
+    const stray = await failure(client.call("sort", "adapters-load", { name: "sort", version: "v5" }))
+    expect(stray.code).toBe("BAD_REQUEST")
+    expect(stray.message).toMatch(/is not one of an adapter's files/)
+    await obj.putBlob({ name: "sort/sort/v6/adapter_config.json" }, new TextEncoder().encode("{\"r\": 8}"))
+    await obj.putBlob({ name: "sort/sort/v6/adapter_model.safetensors" }, new TextEncoder().encode("not safetensors"))
+    const broken = await failure(client.call("sort", "adapters-load", { name: "sort", version: "v6" }))
+    expect(broken.code).toBe("BAD_REQUEST")
+    // nothing of either reached the disk, and the expert still serves its version
+    expect(fs.readdirSync(path.join(dirB(), "adapters/sort")).filter((f) => /v5|v6/.test(f))).toEqual([])
+    expect(fs.existsSync(path.join(work, "evil"))).toBe(false)
+    expect(await answers("sort")).toEqual(seenA.v2)
+  }, 120_000)
+})
