@@ -8,8 +8,8 @@
 // the override is an affine map x ↦ x·W' + b' at inference, so probing it with the identity
 // gives W' and b' exactly; a second, random probe checks that it really is affine (a LoRA with
 // dropout in training mode is not) and otherwise the tfjs path runs, with one log line saying why.
-// Merged weights are cached per model and layer, keyed by the override object, the dataIds of
-// every tensor reachable from it and of the base weight, its primitive fields (training, merged…)
+// Merged weights are cached per override object, checked against the dataIds of every tensor
+// reachable from it and of the base weight, its primitive fields (training, merged…)
 // and the count of in-place optimizer updates (`inPlaceVersion`).
 import * as tf from "@tensorflow/tfjs"
 import type { GPT, KVCache } from "./gpt.js"
@@ -32,7 +32,8 @@ interface Merged {
   W: Float32Array
   b: Float32Array
 }
-const mergedCache = new WeakMap<GPT, Map<string, Merged>>()
+/** by override object (adapters swapped per request each keep their merged weights) */
+const mergedCache = new WeakMap<object, Merged>()
 const logged = new WeakMap<GPT, Set<string>>()
 
 function logOnce(model: GPT, why: string) {
@@ -62,11 +63,9 @@ function mergedLinear(model: GPT, name: string): Merged | string {
   const override = model.linearOverride(name)!
   const weight = model.params.get(`${name}.weight`)!
   const bias = model.params.get(`${name}.bias`)
-  const stamp: unknown[] = [override, weight.dataId, bias?.dataId]
+  const stamp: unknown[] = [weight.dataId, bias?.dataId]
   stampOf(override, stamp, 2, new Set())
-  let perModel = mergedCache.get(model)
-  if (!perModel) mergedCache.set(model, (perModel = new Map()))
-  const hit = perModel.get(name)
+  const hit = mergedCache.get(override)
   if (hit && hit.version === inPlaceVersion() && sameStamp(hit.stamp, stamp)) return hit
   const [nin, nout] = weight.shape
   const [Y, xr, yr] = tf.tidy(() => {
@@ -92,7 +91,7 @@ function mergedLinear(model: GPT, name: string): Merged | string {
       }
     if (!(worst <= 1e-4 * scale)) return `the override of ${name} is not an affine map at inference (off by ${worst.toExponential(1)}; e.g. adapter dropout in training mode)`
     const m: Merged = { stamp, version: inPlaceVersion(), W, b }
-    perModel.set(name, m)
+    mergedCache.set(override, m)
     return m
   } finally {
     tf.dispose([Y, xr, yr])

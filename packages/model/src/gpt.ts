@@ -10,6 +10,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { wasmKernelFixesInstalled } from "./wasm-kernels.js"
 import { fusedHidden, type NativeKV } from "./fused-decode.js"
+import { fusedOps, type FusedOps } from "./native/ops.js"
 
 export interface GPTConfig {
   vocabSize: number
@@ -112,6 +113,8 @@ export class GPT {
   private ropeRot?: tf.Tensor2D
   private ropeTable?: { cos: Float32Array; sin: Float32Array }
   private dropoutCounter = 0
+  /** the native backend's fused GELU / norm / causal-softmax ops during a forward pass, when available */
+  private ops?: FusedOps
 
   constructor(config: GPTConfig, opts: { seed?: number } = {}) {
     this.config = makeConfig(config)
@@ -199,6 +202,11 @@ export class GPT {
 
   private norm(name: string, x: tf.Tensor2D): tf.Tensor2D {
     const w = this.p(`${name}.weight`)
+    if (this.ops) {
+      return this.config.norm === "rmsnorm"
+        ? this.ops.rmsNorm(x, w as tf.Tensor as tf.Tensor1D)
+        : this.ops.layerNorm(x, w as tf.Tensor as tf.Tensor1D, this.p(`${name}.bias`) as tf.Tensor as tf.Tensor1D)
+    }
     if (this.config.norm === "rmsnorm") {
       const ms = tf.mean(tf.square(x), -1, true) // (N, 1)
       return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, EPS))), w)
@@ -330,10 +338,17 @@ export class GPT {
       pk?.dispose()
       pv?.dispose()
     }
-    q = tf.mul(q, 1 / Math.sqrt(hs))
-    let att: tf.Tensor = tf.matMul(q, k, false, true) // (B, nh, T, Tk)
-    if (mask) att = tf.add(att, mask)
-    att = this.dropout(tf.softmax(att), opts)
+    let att: tf.Tensor
+    if (this.ops && (mask === undefined || mask === this.maskCache.get(T))) {
+      // one fused kernel: softmax(q·kᵀ/√hs) with keys after the query masked
+      att = this.ops.causalSoftmax(tf.matMul(q, k, false, true), 1 / Math.sqrt(hs), T > 1) // (B, nh, T, Tk)
+    } else {
+      q = tf.mul(q, 1 / Math.sqrt(hs))
+      att = tf.matMul(q, k, false, true) // (B, nh, T, Tk)
+      if (mask) att = tf.add(att, mask)
+      att = tf.softmax(att)
+    }
+    att = this.dropout(att, opts)
     const y = tf.matMul(att, v) // (B, nh, T, hs)
     const merged = tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [B * T, C]) // (B*T, C)
     return this.dropout(this.linear(`${p}.o_proj`, merged as tf.Tensor2D), opts)
@@ -341,14 +356,14 @@ export class GPT {
 
   private mlp(i: number, x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
     const h = this.linear(`h.${i}.mlp.fc_in`, x) // (B*T, 4C)
-    const g = tf.mul(h, tf.sigmoid(tf.mul(h, 1.702))) as tf.Tensor2D // GELU, sigmoid form
+    const g = (this.ops ? this.ops.gelu(h) : tf.mul(h, tf.sigmoid(tf.mul(h, 1.702)))) as tf.Tensor2D // GELU, sigmoid form
     return this.dropout(this.linear(`h.${i}.mlp.fc_out`, g), opts) // (B*T, C)
   }
 
   /** The last hidden states after ln_f, (B*T, C). */
   hidden(ids: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor2D {
     const [B, T] = ids.shape
-    const { contextLength, nLayers, position } = this.config
+    const { contextLength } = this.config
     const cache = opts.cache
     const past = cache?.length ?? 0
     if (past + T > contextLength)
@@ -360,6 +375,17 @@ export class GPT {
     const pad = cache?.pad ?? []
     const padded = pad.some((p) => p > 0)
     this.dropoutCounter = 0
+    this.ops = fusedOps()
+    try {
+      return this.hiddenOps(ids, B, T, past, pad, padded, opts)
+    } finally {
+      this.ops = undefined
+    }
+  }
+
+  private hiddenOps(ids: tf.Tensor2D, B: number, T: number, past: number, pad: number[], padded: boolean, opts: ForwardOptions): tf.Tensor2D {
+    const { nLayers, position } = this.config
+    const cache = opts.cache
     return tf.tidy(() => {
       const flat = tf.reshape(ids, [B * T]) as tf.Tensor1D
       let x = this.embed(this.p("wte.weight") as tf.Tensor as tf.Tensor2D, flat) // (B*T, C)

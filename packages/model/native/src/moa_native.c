@@ -499,14 +499,24 @@ static napi_value js_adam(napi_env env, napi_callback_info info) {
   const float fgs = (float)gs;
   const float fb1 = (float)b1, fb2 = (float)b2, flr = (float)lr, feps = (float)eps, fwd = (float)(lr * wd);
   const float ib1 = 1.0f / (float)bc1, ib2 = 1.0f / (float)bc2;
-#pragma omp parallel for simd schedule(static) if ((int64_t)n >= PAR_MIN && g_threads > 1)
-  for (int64_t i = 0; i < (int64_t)n; i++) {
-    const float gi = g[i] * fgs;
-    const float mi = fb1 * m[i] + (1.0f - fb1) * gi;
-    const float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] - flr * (mi * ib1) / (sqrtf(vi * ib2) + feps) - fwd * p[i];
+  // chunks of a plain `omp simd` loop (an outlined `parallel for simd` body did not vectorise)
+  const int64_t N = (int64_t)n;
+  const int nt = N >= PAR_MIN && g_threads > 1 ? g_threads : 1;
+  const int64_t chunk = (N + nt - 1) / nt;
+#pragma omp parallel for schedule(static) if (nt > 1)
+  for (int t = 0; t < nt; t++) {
+    const int64_t s0 = t * chunk, e = s0 + chunk < N ? s0 + chunk : N;
+    float *pp = p + s0, *mm = m + s0, *vv = v + s0;
+    const float* gg = g + s0;
+#pragma omp simd
+    for (int64_t i = 0; i < e - s0; i++) {
+      const float gi = gg[i] * fgs;
+      const float mi = fb1 * mm[i] + (1.0f - fb1) * gi;
+      const float vi = fb2 * vv[i] + (1.0f - fb2) * gi * gi;
+      mm[i] = mi;
+      vv[i] = vi;
+      pp[i] = pp[i] - flr * (mi * ib1) / (sqrtf(vi * ib2) + feps) - fwd * pp[i];
+    }
   }
   return NULL;
 }
@@ -736,6 +746,207 @@ done:
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fused training kernels (forward and backward of the model's GELU, LayerNorm/RMSNorm and causal
+// softmax): one pass each instead of 3–15 tfjs kernels, each writing a full-size temporary.
+// ---------------------------------------------------------------------------------------------
+#define GELU_K 1.702f
+
+// gelu(x, y): y = x·sigmoid(1.702x); gelu_grad(x, dy, dx): dx = dy·(s + 1.702·x·s·(1−s)),
+// s = sigmoid(1.702x). Range functions with `omp simd` loops (as in unary: an outlined
+// `parallel for simd` body did not vectorise), split over threads only above PAR_MIN.
+static void gelu_range(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vexpf(-GELU_K * x[i]));
+}
+
+static void gelu_grad_range(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) {
+    const float s = 1.0f / (1.0f + vexpf(-GELU_K * x[i]));
+    dx[i] = dy[i] * (s + GELU_K * x[i] * s * (1.0f - s));
+  }
+}
+
+static napi_value js_gelu(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  float *x, *y;
+  size_t n, ny;
+  if (!get_f32(env, argv[0], &x, &n) || !get_f32(env, argv[1], &y, &ny)) return NULL;
+  if (ny < n) n = ny;
+  if ((int64_t)n >= PAR_MIN && g_threads > 1) {
+    const int64_t chunk = ((int64_t)n + g_threads - 1) / g_threads;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < g_threads; t++) {
+      int64_t s0 = t * chunk, e = s0 + chunk < (int64_t)n ? s0 + chunk : (int64_t)n;
+      if (s0 < e) gelu_range(x + s0, y + s0, e - s0);
+    }
+  } else {
+    gelu_range(x, y, (int64_t)n);
+  }
+  return NULL;
+}
+
+static napi_value js_gelu_grad(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  float *x, *dy, *dx;
+  size_t n;
+  if (!get_f32(env, argv[0], &x, &n) || !get_f32(env, argv[1], &dy, NULL) || !get_f32(env, argv[2], &dx, NULL)) return NULL;
+  if ((int64_t)n >= PAR_MIN && g_threads > 1) {
+    const int64_t chunk = ((int64_t)n + g_threads - 1) / g_threads;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < g_threads; t++) {
+      int64_t s0 = t * chunk, e = s0 + chunk < (int64_t)n ? s0 + chunk : (int64_t)n;
+      if (s0 < e) gelu_grad_range(x + s0, dy + s0, dx + s0, e - s0);
+    }
+  } else {
+    gelu_grad_range(x, dy, dx, (int64_t)n);
+  }
+  return NULL;
+}
+
+// layernorm(x, w, b, y, mean, rstd, rows, C, rms): per row, LayerNorm (x−μ)·rstd·w + b with
+// rstd = 1/√(var + 1e-5), or RMSNorm x·rstd·w with rstd = 1/√(mean(x²) + 1e-5) (μ = 0, b empty).
+static napi_value js_layernorm(napi_env env, napi_callback_info info) {
+  ARGS(9);
+  float *x, *w, *b, *y, *mean, *rstd;
+  size_t nb;
+  int64_t rows, C, rms;
+  if (!get_f32(env, argv[0], &x, NULL) || !get_f32(env, argv[1], &w, NULL) || !get_f32(env, argv[2], &b, &nb) ||
+      !get_f32(env, argv[3], &y, NULL) || !get_f32(env, argv[4], &mean, NULL) || !get_f32(env, argv[5], &rstd, NULL) ||
+      !get_int(env, argv[6], &rows) || !get_int(env, argv[7], &C) || !get_int(env, argv[8], &rms))
+    return NULL;
+  const int hasb = nb > 0;
+#pragma omp parallel for schedule(static) if (rows * C >= PAR_MIN && g_threads > 1)
+  for (int64_t r = 0; r < rows; r++) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    float mu = 0.0f;
+    if (!rms) {
+      float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < C; j++) s += xr[j];
+      mu = s / (float)C;
+    }
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < C; j++) ss += (xr[j] - mu) * (xr[j] - mu);
+    const float rs = 1.0f / sqrtf(ss / (float)C + 1e-5f);
+    mean[r] = mu;
+    rstd[r] = rs;
+    if (hasb) {
+#pragma omp simd
+      for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < C; j++) yr[j] = (xr[j] - mu) * rs * w[j];
+    }
+  }
+  return NULL;
+}
+
+// layernorm_grad(x, w, mean, rstd, dy, dx, dw, db, rows, C, rms):
+//   x̂ = (x−μ)·rstd, g = dy·w; dx = rstd·(g − mean(g) − x̂·mean(g·x̂))  (RMSNorm: no mean(g) term)
+//   dw = Σ_rows dy·x̂, db = Σ_rows dy (db empty for RMSNorm)
+static napi_value js_layernorm_grad(napi_env env, napi_callback_info info) {
+  ARGS(11);
+  float *x, *w, *mean, *rstd, *dy, *dx, *dw, *db;
+  size_t ndb;
+  int64_t rows, C, rms;
+  if (!get_f32(env, argv[0], &x, NULL) || !get_f32(env, argv[1], &w, NULL) || !get_f32(env, argv[2], &mean, NULL) ||
+      !get_f32(env, argv[3], &rstd, NULL) || !get_f32(env, argv[4], &dy, NULL) || !get_f32(env, argv[5], &dx, NULL) ||
+      !get_f32(env, argv[6], &dw, NULL) || !get_f32(env, argv[7], &db, &ndb) || !get_int(env, argv[8], &rows) ||
+      !get_int(env, argv[9], &C) || !get_int(env, argv[10], &rms))
+    return NULL;
+  const int hasb = ndb > 0;
+  memset(dw, 0, sizeof(float) * (size_t)C);
+  if (hasb) memset(db, 0, sizeof(float) * (size_t)C);
+  for (int64_t r = 0; r < rows; r++) {
+    const float* xr = x + r * C;
+    const float* dyr = dy + r * C;
+    float* dxr = dx + r * C;
+    const float mu = mean[r], rs = rstd[r];
+    float sg = 0.0f, sgx = 0.0f;
+#pragma omp simd reduction(+ : sg, sgx)
+    for (int64_t j = 0; j < C; j++) {
+      const float xh = (xr[j] - mu) * rs, g = dyr[j] * w[j];
+      sg += g;
+      sgx += g * xh;
+    }
+    const float mg = rms ? 0.0f : sg / (float)C, mgx = sgx / (float)C;
+#pragma omp simd
+    for (int64_t j = 0; j < C; j++) {
+      const float xh = (xr[j] - mu) * rs;
+      dxr[j] = rs * (dyr[j] * w[j] - mg - xh * mgx);
+      dw[j] += dyr[j] * xh;
+    }
+    if (hasb) {
+#pragma omp simd
+      for (int64_t j = 0; j < C; j++) db[j] += dyr[j];
+    }
+  }
+  return NULL;
+}
+
+// causal_softmax(x, y, rows, cols, T, scale, causal): y = softmax(scale·x) over the last axis,
+// where row r is query i = r mod T and (causal) keys j > i get probability 0 — what adding the
+// model's −1e9 mask gives. Masked-out y are written as 0.
+static napi_value js_causal_softmax(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  float *x, *y;
+  int64_t rows, cols, T, causal;
+  double scale;
+  if (!get_f32(env, argv[0], &x, NULL) || !get_f32(env, argv[1], &y, NULL) || !get_int(env, argv[2], &rows) ||
+      !get_int(env, argv[3], &cols) || !get_int(env, argv[4], &T) || !get_double(env, argv[5], &scale) ||
+      !get_int(env, argv[6], &causal))
+    return NULL;
+  const float sc = (float)scale;
+#pragma omp parallel for schedule(static) if (rows * cols >= PAR_MIN && g_threads > 1)
+  for (int64_t r = 0; r < rows; r++) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    const int64_t n = causal ? (r % T) + 1 - T + cols : cols;  // keys 0..n-1 are visible
+    float m = -INFINITY;
+    for (int64_t j = 0; j < n; j++) m = xr[j] * sc > m ? xr[j] * sc : m;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) {
+      const float e = vexpf(xr[j] * sc - m);
+      yr[j] = e;
+      s += e;
+    }
+    const float inv = 1.0f / s;
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) yr[j] *= inv;
+    for (int64_t j = n; j < cols; j++) yr[j] = 0.0f;
+  }
+  return NULL;
+}
+
+// softmax_grad(y, dy, dx, rows, cols, scale): dx = scale·y·(dy − Σ_j dy_j·y_j)
+static napi_value js_softmax_grad(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  float *y, *dy, *dx;
+  int64_t rows, cols;
+  double scale;
+  if (!get_f32(env, argv[0], &y, NULL) || !get_f32(env, argv[1], &dy, NULL) || !get_f32(env, argv[2], &dx, NULL) ||
+      !get_int(env, argv[3], &rows) || !get_int(env, argv[4], &cols) || !get_double(env, argv[5], &scale))
+    return NULL;
+  const float sc = (float)scale;
+#pragma omp parallel for schedule(static) if (rows * cols >= PAR_MIN && g_threads > 1)
+  for (int64_t r = 0; r < rows; r++) {
+    const float* yr = y + r * cols;
+    const float* dyr = dy + r * cols;
+    float* dxr = dx + r * cols;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < cols; j++) s += dyr[j] * yr[j];
+#pragma omp simd
+    for (int64_t j = 0; j < cols; j++) dxr[j] = sc * yr[j] * (dyr[j] - s);
+  }
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
 static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char* name;
@@ -744,7 +955,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setThreads", js_set_threads}, {"config", js_config},       {"gemm", js_gemm},
       {"binary", js_binary},          {"unary", js_unary},         {"softmax", js_softmax},
       {"reduce", js_reduce},          {"transpose", js_transpose}, {"adam", js_adam},
-      {"decode", js_decode},
+      {"decode", js_decode},          {"gelu", js_gelu},           {"geluGrad", js_gelu_grad},
+      {"layerNorm", js_layernorm},    {"layerNormGrad", js_layernorm_grad},
+      {"causalSoftmax", js_causal_softmax}, {"softmaxGrad", js_softmax_grad},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -22,6 +22,16 @@ export interface NativeAddon {
   transpose(x: Float32Array, out: Float32Array, meta: Int32Array): void
   /** The GPT's cached forward for new tokens, fused (see js_decode in moa_native.c for the layouts). */
   decode?(slots: Float32Array[], meta: Int32Array, tokens: Int32Array, kc: Float32Array, vc: Float32Array, hidden: Float32Array): void
+  // Fused training kernels (absent from addons built before them; see src/native/ops.ts).
+  gelu?(x: Float32Array, y: Float32Array): void
+  geluGrad?(x: Float32Array, dy: Float32Array, dx: Float32Array): void
+  /** b, db: empty for RMSNorm */
+  layerNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array,
+    rows: number, C: number, rms: number): void
+  layerNormGrad?(x: Float32Array, w: Float32Array, mean: Float32Array, rstd: Float32Array, dy: Float32Array, dx: Float32Array,
+    dw: Float32Array, db: Float32Array, rows: number, C: number, rms: number): void
+  causalSoftmax?(x: Float32Array, y: Float32Array, rows: number, cols: number, T: number, scale: number, causal: number): void
+  softmaxGrad?(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number, scale: number): void
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
     beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number, gradScale: number): void
 }

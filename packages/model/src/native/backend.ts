@@ -371,6 +371,61 @@ function unsortedSegmentSum(fallback: KernelFn): KernelFn {
   }
 }
 
+// ---- fused training kernels of our own (used by src/native/ops.ts through tf.customGrad) ----
+
+function need(be: NativeBackend, t: TensorInfo, what: string): Float32Array {
+  const v = be.f32(t)
+  if (!v) throw new Error(`native ${what}: expects a float32 tensor of the native backend`)
+  return v
+}
+
+const EMPTY = new Float32Array(0)
+
+/** Our kernels: name → implementation (registered for backend "native" only). */
+export const FUSED_KERNELS: Record<string, KernelFn> = {
+  MoaGelu: ({ inputs: { x }, backend: be }) => {
+    const out = be.alloc(x.shape.reduce((a, b) => a * b, 1))
+    be.addon.gelu!(need(be, x, "MoaGelu"), out)
+    return be.out(x.shape.slice(), out)
+  },
+  MoaGeluGrad: ({ inputs: { x, dy }, backend: be }) => {
+    const out = be.alloc(x.shape.reduce((a, b) => a * b, 1))
+    be.addon.geluGrad!(need(be, x, "MoaGeluGrad"), need(be, dy, "MoaGeluGrad"), out)
+    return be.out(x.shape.slice(), out)
+  },
+  // x (N, C), w (C), b (C) or absent (RMSNorm) → y (N, C), mean (N), rstd (N)
+  MoaLayerNorm: ({ inputs: { x, w, b }, backend: be }) => {
+    const C = x.shape[x.shape.length - 1], N = size(x.shape) / C
+    const y = be.alloc(N * C), mean = be.alloc(N), rstd = be.alloc(N)
+    be.addon.layerNorm!(need(be, x, "MoaLayerNorm"), need(be, w, "MoaLayerNorm"), b ? need(be, b, "MoaLayerNorm") : EMPTY,
+      y, mean, rstd, N, C, b ? 0 : 1)
+    return [be.out(x.shape.slice(), y), be.out([N], mean), be.out([N], rstd)]
+  },
+  // → dx (N, C), dw (C), db (C) (LayerNorm) or dx, dw (RMSNorm: attrs.rms)
+  MoaLayerNormGrad: ({ inputs: { x, w, mean, rstd, dy }, backend: be, attrs }) => {
+    const C = x.shape[x.shape.length - 1], N = size(x.shape) / C
+    const rms = Boolean(attrs?.rms)
+    const dx = be.alloc(N * C), dw = new Float32Array(C), db = rms ? EMPTY : new Float32Array(C)
+    be.addon.layerNormGrad!(need(be, x, "MoaLayerNormGrad"), need(be, w, "MoaLayerNormGrad"), need(be, mean, "MoaLayerNormGrad"),
+      need(be, rstd, "MoaLayerNormGrad"), need(be, dy, "MoaLayerNormGrad"), dx, dw, db, N, C, rms ? 1 : 0)
+    const out = [be.out(x.shape.slice(), dx), be.out([C], dw)]
+    return rms ? out : [...out, be.out([C], db)]
+  },
+  // x (..., T, Tk) scores → softmax(scale·x) with keys j > query i masked (attrs.causal)
+  MoaCausalSoftmax: ({ inputs: { x }, backend: be, attrs }) => {
+    const cols = x.shape[x.shape.length - 1], T = x.shape[x.shape.length - 2], n = size(x.shape)
+    const y = be.alloc(n)
+    be.addon.causalSoftmax!(need(be, x, "MoaCausalSoftmax"), y, n / cols, cols, T, Number(attrs?.scale), attrs?.causal ? 1 : 0)
+    return be.out(x.shape.slice(), y)
+  },
+  MoaSoftmaxGrad: ({ inputs: { y, dy }, backend: be, attrs }) => {
+    const cols = y.shape[y.shape.length - 1], n = size(y.shape)
+    const dx = be.alloc(n)
+    be.addon.softmaxGrad!(need(be, y, "MoaSoftmaxGrad"), need(be, dy, "MoaSoftmaxGrad"), dx, n / cols, cols, Number(attrs?.scale))
+    return be.out(y.shape.slice(), dx)
+  },
+}
+
 /** Names of the kernels the addon replaces (the rest are `cpu`'s). */
 export const NATIVE_KERNELS = [
   "BatchMatMul", ...Object.keys(BINARY), ...Object.keys(UNARY), "Softmax", "Sum", "Mean", "Max", "Min", "Transpose", "AddN",
@@ -398,6 +453,10 @@ export function registerNativeBackend(addon: NativeAddon): void {
   }
   for (const [k, op] of Object.entries(BINARY)) wrap[k] = (fb) => binaryKernel(op, fb)
   for (const [k, op] of Object.entries(UNARY)) wrap[k] = (fb) => unaryKernel(op, fb)
+  if (typeof addon.gelu === "function" && typeof addon.causalSoftmax === "function") {
+    for (const [kernelName, fn] of Object.entries(FUSED_KERNELS))
+      tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc: fn as unknown as tf.KernelFunc })
+  }
   for (const cfg of tf.getKernelsForBackend("cpu")) {
     const cpuFn = cfg.kernelFunc as unknown as KernelFn
     const w = wrap[cfg.kernelName]

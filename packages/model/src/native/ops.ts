@@ -1,0 +1,80 @@
+// Fused training ops of the native backend, with their gradients (tf.customGrad): the model's
+// GELU, LayerNorm/RMSNorm and scaled causal softmax each become one kernel forward and one
+// backward, instead of 3 / 9 / 3 kernels forward and ~8 / ~15 / ~5 backward, each writing a
+// full-size temporary. Used by src/gpt.ts when the active backend is "native" and the addon has
+// the kernels (`fusedOps()` is undefined otherwise: the model keeps its tfjs composition).
+import * as tf from "@tensorflow/tfjs"
+import { NativeBackend } from "./backend.js"
+
+type Save = tf.GradSaveFunc
+type CustomGradFn = Parameters<typeof tf.customGrad>[0]
+const run = (name: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown> = {}) =>
+  tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap)
+
+export interface FusedOps {
+  /** x·sigmoid(1.702x), elementwise */
+  gelu(x: tf.Tensor): tf.Tensor
+  /** x (N, C) → (x−μ)/√(var+1e-5)·w + b, per row */
+  layerNorm(x: tf.Tensor2D, w: tf.Tensor1D, b: tf.Tensor1D): tf.Tensor2D
+  /** x (N, C) → x/√(mean(x²)+1e-5)·w, per row */
+  rmsNorm(x: tf.Tensor2D, w: tf.Tensor1D): tf.Tensor2D
+  /** scores (..., T, T) → softmax(scale·scores) over the last axis with a causal mask (causal) */
+  causalSoftmax(scores: tf.Tensor, scale: number, causal: boolean): tf.Tensor
+}
+
+const gelu = tf.customGrad(((x: tf.Tensor, save: Save) => {
+  save([x])
+  return {
+    value: run("MoaGelu", { x }) as tf.Tensor,
+    gradFunc: (dy: tf.Tensor, [xs]: tf.Tensor[]) => run("MoaGeluGrad", { x: xs, dy }) as tf.Tensor,
+  }
+}) as unknown as CustomGradFn) as unknown as (x: tf.Tensor) => tf.Tensor
+
+const layerNorm = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: Save) => {
+  const [y, mean, rstd] = run("MoaLayerNorm", { x, w, b }) as tf.Tensor[]
+  save([x, w, mean, rstd])
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor, [xs, ws, m, r]: tf.Tensor[]) => run("MoaLayerNormGrad", { x: xs, w: ws, mean: m, rstd: r, dy }) as tf.Tensor[],
+  }
+}) as unknown as CustomGradFn) as unknown as (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor
+
+const rmsNorm = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: Save) => {
+  const [y, mean, rstd] = run("MoaLayerNorm", { x, w }) as tf.Tensor[]
+  save([x, w, mean, rstd])
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor, [xs, ws, m, r]: tf.Tensor[]) => run("MoaLayerNormGrad", { x: xs, w: ws, mean: m, rstd: r, dy }, { rms: true }) as tf.Tensor[],
+  }
+}) as unknown as CustomGradFn) as unknown as (x: tf.Tensor, w: tf.Tensor) => tf.Tensor
+
+/** One customGrad per (scale, causal): attributes cannot be tensors' inputs. */
+const softmaxes = new Map<string, (x: tf.Tensor) => tf.Tensor>()
+function causalSoftmax(x: tf.Tensor, scale: number, causal: boolean): tf.Tensor {
+  const key = `${scale}/${causal}`
+  let f = softmaxes.get(key)
+  if (!f) {
+    f = tf.customGrad(((s: tf.Tensor, save: Save) => {
+      const y = run("MoaCausalSoftmax", { x: s }, { scale, causal }) as tf.Tensor
+      save([y])
+      return { value: y, gradFunc: (dy: tf.Tensor, [ys]: tf.Tensor[]) => run("MoaSoftmaxGrad", { y: ys, dy }, { scale }) as tf.Tensor }
+    }) as unknown as CustomGradFn) as unknown as (x: tf.Tensor) => tf.Tensor
+    softmaxes.set(key, f)
+  }
+  return f(x)
+}
+
+const OPS: FusedOps = {
+  gelu,
+  layerNorm: (x, w, b) => layerNorm(x, w, b) as tf.Tensor2D,
+  rmsNorm: (x, w) => rmsNorm(x, w) as tf.Tensor2D,
+  causalSoftmax,
+}
+
+/** The fused ops when the active backend is native and its addon has them; else undefined. */
+export function fusedOps(): FusedOps | undefined {
+  if (process.env.MOA_FUSED_OPS === "0") return undefined
+  const be = tf.backend()
+  if (!(be instanceof NativeBackend) || typeof be.addon.gelu !== "function" || typeof be.addon.causalSoftmax !== "function") return undefined
+  return OPS
+}
