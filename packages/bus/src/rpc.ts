@@ -93,8 +93,133 @@ export interface RequestOptions {
   readonly headers?: MsgHdrs
 }
 
+/** The inbox prefix the connection was configured with (`inboxPrefix`, e.g. from `moa auth`), `_INBOX` by default. */
+export const inboxPrefixOf = (nc: NatsConnection): string => (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || "_INBOX"
+
+interface Pending {
+  readonly resolve: (msg: Msg) => void
+  readonly reject: (err: MoaError) => void
+  readonly deadline: number
+  readonly subject: string
+  readonly timeoutMs: number
+}
+
+/** How often the reply mux looks for requests past their deadline (a TIMEOUT arrives at most this late). */
+const DEADLINE_TICK_MS = 10
+
+/**
+ * Request/reply for the hot path: one wildcard subscription `<inbox>.*` per connection, a
+ * token per request, and one timer for every deadline. nats.js's `nc.request` does the same
+ * multiplexing but also allocates an Error (a stack trace) and a timer per request, ≈ 20 % of
+ * a busy client's CPU in the RPC benchmark (docs/bench-rpc.md).
+ * "503 no responders" status replies arrive on the inbox like any reply (`errorOf` maps them).
+ */
+class ReplyMux {
+  private readonly prefix: string
+  private readonly pending = new Map<string, Pending>()
+  private seq = 0
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private closedError: MoaError | undefined
+
+  constructor(private readonly nc: NatsConnection) {
+    this.prefix = `${createInbox(inboxPrefixOf(nc))}.`
+    nc.subscribe(`${this.prefix}*`, {
+      callback: (err, msg) => {
+        if (err) return this.failAll(unavailable(`reply subscription failed: ${err.message}`))
+        const token = msg.subject.slice(this.prefix.length)
+        const p = this.pending.get(token)
+        if (p === undefined) return // late reply after a timeout, or a duplicate
+        this.pending.delete(token)
+        p.resolve(msg)
+      },
+    })
+    void nc.closed().then((e) => {
+      this.closedError = unavailable(`NATS connection is closed${e ? `: ${e.message}` : ""}`)
+      this.failAll(this.closedError)
+    })
+  }
+
+  request(subject: string, data: Uint8Array, timeoutMs: number, deadline: number, headers: MsgHdrs | undefined): Promise<Msg> {
+    return new Promise<Msg>((resolve, reject) => {
+      if (this.closedError) return reject(this.closedError)
+      const token = (this.seq++).toString(36)
+      try {
+        this.nc.publish(subject, data, { reply: this.prefix + token, headers })
+      } catch (e) {
+        return reject(requestFailure(e, subject, timeoutMs))
+      }
+      this.pending.set(token, { resolve, reject, deadline, subject, timeoutMs })
+      if (this.timer === undefined) this.arm()
+    })
+  }
+
+  private arm() {
+    this.timer = setTimeout(() => this.tick(), DEADLINE_TICK_MS)
+    this.timer.unref?.()
+  }
+
+  private tick() {
+    this.timer = undefined
+    const now = Date.now()
+    for (const [token, p] of this.pending) {
+      if (p.deadline <= now) {
+        this.pending.delete(token)
+        p.reject(timeoutError(`no reply from ${p.subject} within ${p.timeoutMs} ms`))
+      }
+    }
+    if (this.pending.size > 0) this.arm()
+  }
+
+  private failAll(err: MoaError) {
+    const ps = [...this.pending.values()]
+    this.pending.clear()
+    for (const p of ps) p.reject(err)
+  }
+}
+
+const muxes = new WeakMap<NatsConnection, ReplyMux>()
+const muxOf = (nc: NatsConnection): ReplyMux => {
+  let m = muxes.get(nc)
+  if (m === undefined) {
+    if (nc.isClosed()) throw unavailable("NATS connection is closed")
+    m = new ReplyMux(nc)
+    muxes.set(nc, m)
+  }
+  return m
+}
+
+/**
+ * Raw request/reply through the connection's reply mux: bytes out, the reply `Msg` back (no
+ * codec, no schema). Rejects with a MoaError: TIMEOUT after `timeoutMs`, UNAVAILABLE when
+ * nobody serves `subject` or the connection is closed.
+ */
+export const requestRaw = (nc: NatsConnection, subject: string, data: Uint8Array, opts: RequestOptions = {}): Promise<Msg> => {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  return sendRequest(nc, subject, data, timeoutMs, Date.now() + timeoutMs, opts.headers).then((msg) => {
+    if (isNoResponders(msg)) throw noResponders(subject)
+    return msg
+  })
+}
+
+const sendRequest = (nc: NatsConnection, subject: string, data: Uint8Array, timeoutMs: number, deadline: number, headers: MsgHdrs | undefined): Promise<Msg> => {
+  let mux: ReplyMux
+  try {
+    mux = muxOf(nc)
+  } catch (e) {
+    return Promise.reject(toMoaError(e))
+  }
+  return mux.request(subject, data, timeoutMs, deadline, headers)
+}
+
+/** A "503 no responders" status message (not a moa error reply, which carries its own code header). */
+const isNoResponders = (msg: Msg): boolean => {
+  const h = msg.headers
+  return h !== undefined && h.hasError && h.code === 503 && !h.get(ERROR_CODE_HEADER)
+}
+const noResponders = (subject: string) => unavailable(`no agent is serving ${subject} (no responders). Is the agent running? Try \`moa status\`.`)
+
 /** Promise form of a typed request (for hot paths and non-Effect callers). Rejects with MoaError. */
-export const requestPromise = async <Req, Res>(
+export const requestPromise = <Req, Res>(
   nc: NatsConnection,
   subject: string,
   reqSchema: AnySchema<Req>,
@@ -103,18 +228,20 @@ export const requestPromise = async <Req, Res>(
   opts: RequestOptions = {},
 ): Promise<Res> => {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
-  const bytes = encodeTrustedEither(reqSchema, value, { dl: Date.now() + timeoutMs })
-  if (Either.isLeft(bytes)) throw bytes.left
-  let msg: Msg
-  try {
-    msg = await nc.request(subject, bytes.right, { timeout: timeoutMs, headers: opts.headers })
-  } catch (e) {
-    throw requestFailure(e, subject, timeoutMs)
+  const deadline = Date.now() + timeoutMs
+  const bytes = encodeTrustedEither(reqSchema, value, { dl: deadline })
+  if (Either.isLeft(bytes)) return Promise.reject(bytes.left)
+  return sendRequest(nc, subject, bytes.right, timeoutMs, deadline, opts.headers).then((msg) => decodeReply(msg, subject, resSchema))
+}
+
+/** The value of a reply, or the MoaError it carries / a reply that breaks its schema (INTERNAL: the server's fault). */
+const decodeReply = <Res>(msg: Msg, subject: string, resSchema: AnySchema<Res>): Res => {
+  if (msg.headers) {
+    if (isNoResponders(msg)) throw noResponders(subject)
+    const err = errorOf(msg)
+    if (err) throw err
   }
-  const err = errorOf(msg)
-  if (err) throw err
   const out = decodeEither(resSchema, msg.data, `invalid reply from ${subject}`)
-  // A reply that breaks its schema is the server's fault, not the caller's.
   if (Either.isLeft(out)) throw out.left.code === "BAD_REQUEST" ? moaError("INTERNAL", out.left.message, { field: out.left.field }) : out.left
   return out.right
 }
@@ -156,7 +283,7 @@ export const requestStream = <Req, C>(
       const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS * 6
       const idleMs = opts.idleTimeoutMs ?? timeoutMs
       const bytes = yield* Effect.suspend(() => encodeEither(reqSchema, value, { dl: Date.now() + timeoutMs }))
-      const inbox = createInbox()
+      const inbox = createInbox(inboxPrefixOf(nc))
       const sub = yield* Effect.acquireRelease(
         Effect.sync(() => nc.subscribe(inbox)),
         (s) => Effect.sync(() => s.unsubscribe()),

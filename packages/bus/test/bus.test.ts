@@ -10,10 +10,13 @@ import {
   errorHeaders,
   kvBucket,
   Nats,
+  NatsFromConnection,
   NatsLive,
   objectStore,
   publish,
   request,
+  requestPromise,
+  requestRaw,
   requestStream,
   streamReplier,
   subscribeValid,
@@ -75,6 +78,66 @@ describe("bus over a real nats-server", () => {
     await server.flush()
     const silent = await rt.runPromise(Effect.either(request("t.silent", Ping, Pong, { n: 1 }, { timeoutMs: 200 })))
     expect(Either.isLeft(silent) && silent.left.code).toBe("TIMEOUT")
+  })
+
+  it("many requests in flight on one connection each get their own reply; a late reply after a TIMEOUT is dropped", async () => {
+    const client = await connect({ servers: nats.url })
+    try {
+      const ns = Array.from({ length: 200 }, (_, i) => i)
+      const replies = await Promise.all(ns.map((n) => requestPromise(client, "t.double", Ping, Pong, { n })))
+      expect(replies.map((r) => r.n)).toEqual(ns.map((n) => n * 2))
+      // answers 300 ms late: the caller has given up by then
+      server.subscribe("t.late", { callback: (_e, m) => void setTimeout(() => m.respond(encodeSync(Pong, { n: 0, by: "late" })), 300) })
+      await server.flush()
+      const late = await requestPromise(client, "t.late", Ping, Pong, { n: 1 }, { timeoutMs: 100 }).catch((e: MoaError) => e)
+      expect(late).toMatchObject({ code: "TIMEOUT" })
+      expect((late as MoaError).message).toContain("t.late")
+      await new Promise((r) => setTimeout(r, 400))
+      expect(await requestPromise(client, "t.double", Ping, Pong, { n: 5 })).toEqual({ n: 10, by: "raw" })
+      // raw bytes through the same mux; no responders is UNAVAILABLE there too
+      const raw = await requestRaw(client, "t.double", encodeSync(Ping, { n: 4 }))
+      expect(decodeSync(Pong, raw.data)).toEqual({ n: 8, by: "raw" })
+      await expect(requestRaw(client, "t.nobody", new Uint8Array(), { timeoutMs: 500 })).rejects.toMatchObject({ code: "UNAVAILABLE" })
+    } finally {
+      await client.close()
+    }
+  })
+
+  it("requests in flight fail with UNAVAILABLE when the connection closes, and later ones at once", async () => {
+    server.subscribe("t.never", { callback: () => {} })
+    await server.flush()
+    const client = await connect({ servers: nats.url })
+    const pending = requestPromise(client, "t.never", Ping, Pong, { n: 1 }, { timeoutMs: 10_000 }).catch((e: MoaError) => e)
+    await client.flush()
+    await client.close()
+    expect(await pending).toMatchObject({ code: "UNAVAILABLE" })
+    await expect(requestPromise(client, "t.double", Ping, Pong, { n: 1 })).rejects.toMatchObject({ code: "UNAVAILABLE" })
+  })
+
+  it("replies and streams come back on the connection's inbox prefix (what a `moa auth` credential may subscribe to)", async () => {
+    server.subscribe("t.where", {
+      callback: (_e, m) => {
+        const by = m.reply ?? ""
+        if (decodeSync(Ping, m.data).n === 0) m.respond(encodeSync(Pong, { n: 0, by }))
+        else {
+          const out = streamReplier(server, by)
+          out.chunk(encodeSync(Pong, { n: 1, by }))
+          out.end()
+        }
+      },
+    })
+    await server.flush()
+    const client = await connect({ servers: nats.url, inboxPrefix: "_INBOX_bustest" })
+    try {
+      const one = await requestPromise(client, "t.where", Ping, Pong, { n: 0 })
+      expect(one.by.startsWith("_INBOX_bustest.")).toBe(true)
+      const chunks = await Effect.runPromise(
+        Stream.runCollect(requestStream("t.where", Ping, Pong, { n: 1 })).pipe(Effect.provide(NatsFromConnection(client))),
+      )
+      expect(Chunk.toArray(chunks).map((c) => c.by.startsWith("_INBOX_bustest."))).toEqual([true])
+    } finally {
+      await client.close()
+    }
   })
 
   it("streamed replies end at the end marker or fail with the error", async () => {
