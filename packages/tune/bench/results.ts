@@ -132,7 +132,7 @@ for (const bits of [8, 4] as const) {
 
 const md = [
   `Backend ${backend.name} (kernel fixes: ${backend.kernelFixes}); model ${model.numParams().toLocaleString("en")} parameters (d64, 2 layers, 4 heads, context 32, char tokenizer).`,
-  `Base: ${baseSteps} steps of full training on the mixture of the five CI-size skills; experts: ${expertSteps} steps on one skill, batch 32, lr 5e-3 (LoRA/QLoRA 1e-2, r 8, alpha 16, all linear layers; HFT switches halves every ${Math.max(1, Math.floor(expertSteps / 5))} steps). Held-out: 100 test questions per skill (capital: all ${allCapitals(size).length} CI questions, recall).`,
+  `Base: ${baseSteps} steps of full training on the mixture of the five CI-size skills; experts: ${expertSteps} steps on one skill, batch 32, lr 5e-3 (LoRA/QLoRA 1e-2, r 8, alpha 16, all linear layers; HFT trains one half of every category for the whole stage, each skill its own stage). Held-out: 100 test questions per skill (capital: all ${allCapitals(size).length} CI questions, recall).`,
   "",
   compareMarkdown(table, extra),
   "",
