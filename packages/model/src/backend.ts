@@ -9,6 +9,12 @@
 import * as tf from "@tensorflow/tfjs"
 import { installWasmKernelFixes, wasmKernelFixesInstalled } from "./wasm-kernels.js"
 
+// tfjs prints a banner on the first use of its cpu backend in Node ("install tfjs-node"); moa
+// chooses the backend itself and logs which one and why, and tfjs-node cannot be installed on
+// many machines, so the banner is noise. PROD mode only silences tfjs's console warnings;
+// MOA_TFJS_WARNINGS=1 keeps them.
+if (process.env.MOA_TFJS_WARNINGS !== "1") tf.env().set("PROD", true)
+
 export type BackendName = "native" | "tensorflow" | "wasm" | "cpu"
 export const BACKEND_NAMES: readonly BackendName[] = ["tensorflow", "native", "wasm", "cpu"]
 
