@@ -13,16 +13,18 @@
 import { createInbox, headers as makeHeaders, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core"
 import { Chunk, Effect, Either, Option, Stream } from "effect"
 import {
+  checkValue,
   codeFromStatus,
   decodeEither,
   encodeEither,
   encodeSync,
-  encodeTrustedEither,
   MoaError,
   moaError,
+  packTrusted,
   timeoutError,
   toMoaError,
   unavailable,
+  unpackEnvelope,
 } from "@moa/protocol"
 import type { Schema } from "effect"
 import { Nats } from "./connection.ts"
@@ -97,8 +99,10 @@ export interface RequestOptions {
 export const inboxPrefixOf = (nc: NatsConnection): string => (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix || "_INBOX"
 
 interface Pending {
-  readonly resolve: (msg: Msg) => void
+  readonly resolve: (value: any) => void
   readonly reject: (err: MoaError) => void
+  /** Turns the reply into the caller's value (or throws the MoaError); runs on the reply's callback. */
+  readonly decode: (msg: Msg) => unknown
   readonly deadline: number
   readonly subject: string
   readonly timeoutMs: number
@@ -130,7 +134,13 @@ class ReplyMux {
         const p = this.pending.get(token)
         if (p === undefined) return // late reply after a timeout, or a duplicate
         this.pending.delete(token)
-        p.resolve(msg)
+        let value: unknown
+        try {
+          value = p.decode(msg)
+        } catch (e) {
+          return p.reject(toMoaError(e))
+        }
+        p.resolve(value)
       },
     })
     void nc.closed().then((e) => {
@@ -139,8 +149,8 @@ class ReplyMux {
     })
   }
 
-  request(subject: string, data: Uint8Array, timeoutMs: number, deadline: number, headers: MsgHdrs | undefined): Promise<Msg> {
-    return new Promise<Msg>((resolve, reject) => {
+  request<T>(subject: string, data: Uint8Array, timeoutMs: number, deadline: number, headers: MsgHdrs | undefined, decode: (msg: Msg) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
       if (this.closedError) return reject(this.closedError)
       const token = (this.seq++).toString(36)
       try {
@@ -148,7 +158,7 @@ class ReplyMux {
       } catch (e) {
         return reject(requestFailure(e, subject, timeoutMs))
       }
-      this.pending.set(token, { resolve, reject, deadline, subject, timeoutMs })
+      this.pending.set(token, { resolve, reject, decode, deadline, subject, timeoutMs })
       if (this.timer === undefined) this.arm()
     })
   }
@@ -195,20 +205,28 @@ const muxOf = (nc: NatsConnection): ReplyMux => {
  */
 export const requestRaw = (nc: NatsConnection, subject: string, data: Uint8Array, opts: RequestOptions = {}): Promise<Msg> => {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
-  return sendRequest(nc, subject, data, timeoutMs, Date.now() + timeoutMs, opts.headers).then((msg) => {
+  return sendRequest(nc, subject, data, timeoutMs, Date.now() + timeoutMs, opts.headers, (msg) => {
     if (isNoResponders(msg)) throw noResponders(subject)
     return msg
   })
 }
 
-const sendRequest = (nc: NatsConnection, subject: string, data: Uint8Array, timeoutMs: number, deadline: number, headers: MsgHdrs | undefined): Promise<Msg> => {
+const sendRequest = <T>(
+  nc: NatsConnection,
+  subject: string,
+  data: Uint8Array,
+  timeoutMs: number,
+  deadline: number,
+  headers: MsgHdrs | undefined,
+  decode: (msg: Msg) => T,
+): Promise<T> => {
   let mux: ReplyMux
   try {
     mux = muxOf(nc)
   } catch (e) {
     return Promise.reject(toMoaError(e))
   }
-  return mux.request(subject, data, timeoutMs, deadline, headers)
+  return mux.request(subject, data, timeoutMs, deadline, headers, decode)
 }
 
 /** A "503 no responders" status message (not a moa error reply, which carries its own code header). */
@@ -229,21 +247,29 @@ export const requestPromise = <Req, Res>(
 ): Promise<Res> => {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
   const deadline = Date.now() + timeoutMs
-  const bytes = encodeTrustedEither(reqSchema, value, { dl: deadline })
-  if (Either.isLeft(bytes)) return Promise.reject(bytes.left)
-  return sendRequest(nc, subject, bytes.right, timeoutMs, deadline, opts.headers).then((msg) => decodeReply(msg, subject, resSchema))
+  let bytes: Uint8Array
+  try {
+    bytes = packTrusted(reqSchema, value, deadline)
+  } catch (e) {
+    return Promise.reject(toMoaError(e))
+  }
+  return sendRequest(nc, subject, bytes, timeoutMs, deadline, opts.headers, (msg) => decodeReply(msg, subject, resSchema))
 }
 
-/** The value of a reply, or the MoaError it carries / a reply that breaks its schema (INTERNAL: the server's fault). */
+/** The value of a reply, or throws the MoaError it carries / INTERNAL for a reply that breaks its schema (the server's fault). */
 const decodeReply = <Res>(msg: Msg, subject: string, resSchema: AnySchema<Res>): Res => {
   if (msg.headers) {
     if (isNoResponders(msg)) throw noResponders(subject)
     const err = errorOf(msg)
     if (err) throw err
   }
-  const out = decodeEither(resSchema, msg.data, `invalid reply from ${subject}`)
-  if (Either.isLeft(out)) throw out.left.code === "BAD_REQUEST" ? moaError("INTERNAL", out.left.message, { field: out.left.field }) : out.left
-  return out.right
+  const env = unpackEnvelope(msg.data)
+  try {
+    return checkValue(resSchema, env.d, `invalid reply from ${subject}`)
+  } catch (e) {
+    const m = toMoaError(e)
+    throw m.code === "BAD_REQUEST" ? moaError("INTERNAL", m.message, { field: m.field }) : m
+  }
 }
 
 /** A typed request with a deadline: encodes `value`, waits for one reply, decodes it. */

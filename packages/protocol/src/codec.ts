@@ -5,7 +5,7 @@
  */
 import { Effect, Either, Option, ParseResult, Schema, SchemaAST } from "effect"
 import { Packr } from "msgpackr"
-import { moaError, type MoaError } from "./errors.ts"
+import { moaError, toMoaError, type MoaError } from "./errors.ts"
 
 /** Version of the wire contract carried in every envelope. Bump on breaking changes. */
 export const PROTOCOL_VERSION = 1
@@ -113,20 +113,28 @@ const compileCheck = (ast: SchemaAST.AST): Check | undefined => {
   }
 }
 
-const validateCache = new WeakMap<object, (u: unknown) => Either.Either<unknown, ParseResult.ParseError>>()
+type Full = (u: unknown) => Either.Either<unknown, ParseResult.ParseError>
+interface Decoder {
+  /** Accept-only check compiled from a plain schema (undefined: none, always use `full`). */
+  readonly fast: Check | undefined
+  /** Effect's decoder: the value (transformed) or the parse error naming the field. */
+  readonly full: Full
+}
+const decoderCache = new WeakMap<object, Decoder>()
 const encodeCache = new WeakMap<object, (u: unknown) => Either.Either<unknown, ParseResult.ParseError>>()
 
-const decoderFor = <A, I>(schema: Schema.Schema<A, I, never>) => {
-  let f = validateCache.get(schema)
-  if (!f) {
-    const full = Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" }) as (u: unknown) => Either.Either<unknown, ParseResult.ParseError>
+const decoderFor = (schema: Schema.Schema<any, any, never>): Decoder => {
+  let d = decoderCache.get(schema)
+  if (d === undefined) {
     // Plain schemas: accept valid input with the compiled check (unknown extra fields pass
     // through untouched); anything else, and every failure, takes Effect's decoder.
-    const fast = isPlainSchema(schema.ast) ? compileCheck(schema.ast) : undefined
-    f = fast ? (u: unknown) => (fast(u) ? Either.right(u) : full(u)) : full
-    validateCache.set(schema, f!)
+    d = {
+      fast: isPlainSchema(schema.ast) ? compileCheck(schema.ast) : undefined,
+      full: Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" }) as Full,
+    }
+    decoderCache.set(schema, d)
   }
-  return f as (u: unknown) => Either.Either<A, ParseResult.ParseError>
+  return d
 }
 const encoderFor = <A, I>(schema: Schema.Schema<A, I, never>) => {
   let f = encodeCache.get(schema)
@@ -137,9 +145,25 @@ const encoderFor = <A, I>(schema: Schema.Schema<A, I, never>) => {
   return f as (u: unknown) => Either.Either<I, ParseResult.ParseError>
 }
 
+/**
+ * Check an already-unpacked payload against a schema: the decoded value, or throws the
+ * `MoaError` (BAD_REQUEST naming the field). The hot path of the runtime and the bus; the
+ * Either forms below wrap it.
+ */
+export const checkValue = <A, I>(schema: Schema.Schema<A, I, never>, payload: unknown, what = "invalid message"): A => {
+  const d = decoderFor(schema)
+  if (d.fast !== undefined && d.fast(payload)) return payload as A
+  const r = d.full(payload)
+  if (Either.isLeft(r)) throw parseErrorToMoa(r.left, what)
+  return r.right as A
+}
+
 /** Decode an already-unpacked payload through a schema (no envelope). */
-export const decodeValueEither = <A, I>(schema: Schema.Schema<A, I, never>, payload: unknown, what = "invalid message"): Either.Either<A, MoaError> =>
-  Either.mapLeft(decoderFor(schema)(payload), (e) => parseErrorToMoa(e, what))
+export const decodeValueEither = <A, I>(schema: Schema.Schema<A, I, never>, payload: unknown, what = "invalid message"): Either.Either<A, MoaError> => {
+  const d = decoderFor(schema)
+  if (d.fast !== undefined && d.fast(payload)) return Either.right(payload as A)
+  return Either.mapLeft(d.full(payload) as Either.Either<A, ParseResult.ParseError>, (e) => parseErrorToMoa(e, what))
+}
 
 /**
  * Envelope metadata that travels beside the payload. `dl` is the caller's deadline
@@ -194,16 +218,25 @@ export const isPlainSchema = (ast: SchemaAST.AST): boolean => {
 }
 
 /**
- * Encode for sending without validating when the schema is plain (see `isPlainSchema`);
- * falls back to `encodeEither` otherwise. Use on hot paths whose receiver decodes through
- * the same schema.
+ * Pack for sending without validating when the schema is plain (see `isPlainSchema`),
+ * through `encodeEither` otherwise; throws the `MoaError`. Use on hot paths whose receiver
+ * decodes through the same schema.
  */
-export const encodeTrustedEither = <A, I>(schema: Schema.Schema<A, I, never>, value: A, meta?: EnvelopeMeta): Either.Either<Uint8Array, MoaError> => {
-  if (!isPlainSchema(schema.ast)) return encodeEither(schema, value, meta)
+export const packTrusted = <A, I>(schema: Schema.Schema<A, I, never>, value: A, dl?: number): Uint8Array => {
+  if (!isPlainSchema(schema.ast)) return Either.getOrThrowWith(encodeEither(schema, value, dl !== undefined ? { dl } : undefined), (e) => e)
   try {
-    return Either.right(packr.pack(meta?.dl !== undefined ? { v: PROTOCOL_VERSION, d: value, dl: meta.dl } : { v: PROTOCOL_VERSION, d: value }))
+    return packr.pack(dl !== undefined ? { v: PROTOCOL_VERSION, d: value, dl } : { v: PROTOCOL_VERSION, d: value })
   } catch (e) {
-    return Either.left(moaError("INTERNAL", `cannot encode message: ${(e as Error).message}`))
+    throw moaError("INTERNAL", `cannot encode message: ${(e as Error).message}`)
+  }
+}
+
+/** `packTrusted` as an Either. */
+export const encodeTrustedEither = <A, I>(schema: Schema.Schema<A, I, never>, value: A, meta?: EnvelopeMeta): Either.Either<Uint8Array, MoaError> => {
+  try {
+    return Either.right(packTrusted(schema, value, meta?.dl))
+  } catch (e) {
+    return Either.left(toMoaError(e))
   }
 }
 
@@ -221,36 +254,46 @@ export const encodeEither = <A, I>(schema: Schema.Schema<A, I, never>, value: A,
 export const encodeSync = <A, I>(schema: Schema.Schema<A, I, never>, value: A, meta?: EnvelopeMeta): Uint8Array =>
   Either.getOrThrowWith(encodeEither(schema, value, meta), (e) => e)
 
-/** Unwrap the envelope without decoding the payload. */
-export const openEnvelope = (bytes: Uint8Array): Either.Either<Envelope, MoaError> => {
-  if (bytes.length === 0) return Either.left(moaError("DECODE_ERROR", "empty message: expected a msgpack envelope { v, d }"))
+/** Unwrap the envelope without decoding the payload; throws the `MoaError` (DECODE_ERROR / VERSION_MISMATCH). */
+export const unpackEnvelope = (bytes: Uint8Array): Envelope => {
+  if (bytes.length === 0) throw moaError("DECODE_ERROR", "empty message: expected a msgpack envelope { v, d }")
   let raw: unknown
   try {
     raw = packr.unpack(bytes)
   } catch (e) {
-    return Either.left(moaError("DECODE_ERROR", `message is not valid msgpack (${bytes.length} bytes): ${(e as Error).message}`))
+    throw moaError("DECODE_ERROR", `message is not valid msgpack (${bytes.length} bytes): ${(e as Error).message}`)
   }
   if (raw === null || typeof raw !== "object" || Array.isArray(raw) || !("v" in raw)) {
-    return Either.left(
-      moaError("DECODE_ERROR", "message is msgpack but not a moa envelope: expected a map { v: <protocol version>, d: <payload> }", { field: "v" }),
-    )
+    throw moaError("DECODE_ERROR", "message is msgpack but not a moa envelope: expected a map { v: <protocol version>, d: <payload> }", { field: "v" })
   }
   const env = raw as { v: unknown; d?: unknown }
   if (env.v !== PROTOCOL_VERSION) {
-    return Either.left(
-      moaError("VERSION_MISMATCH", `protocol version ${String(env.v)} is not supported; this side speaks version ${PROTOCOL_VERSION}`, { field: "v" }),
-    )
+    throw moaError("VERSION_MISMATCH", `protocol version ${String(env.v)} is not supported; this side speaks version ${PROTOCOL_VERSION}`, { field: "v" })
   }
-  return Either.right(env as Envelope)
+  return env as Envelope
+}
+
+/** Unwrap the envelope without decoding the payload. */
+export const openEnvelope = (bytes: Uint8Array): Either.Either<Envelope, MoaError> => {
+  try {
+    return Either.right(unpackEnvelope(bytes))
+  } catch (e) {
+    return Either.left(toMoaError(e))
+  }
 }
 
 /** Decode wire bytes through a schema; a `MoaError` (DECODE_ERROR / VERSION_MISMATCH / BAD_REQUEST with `field`) on failure. */
-export const decodeEither = <A, I>(schema: Schema.Schema<A, I, never>, bytes: Uint8Array, what = "invalid message"): Either.Either<A, MoaError> =>
-  Either.flatMap(openEnvelope(bytes), (env) => decodeValueEither(schema, env.d, what))
+export const decodeEither = <A, I>(schema: Schema.Schema<A, I, never>, bytes: Uint8Array, what = "invalid message"): Either.Either<A, MoaError> => {
+  try {
+    return Either.right(checkValue(schema, unpackEnvelope(bytes).d, what))
+  } catch (e) {
+    return Either.left(toMoaError(e))
+  }
+}
 
 /** Decode or throw (the MoaError). */
-export const decodeSync = <A, I>(schema: Schema.Schema<A, I, never>, bytes: Uint8Array): A =>
-  Either.getOrThrowWith(decodeEither(schema, bytes), (e) => e)
+export const decodeSync = <A, I>(schema: Schema.Schema<A, I, never>, bytes: Uint8Array, what = "invalid message"): A =>
+  checkValue(schema, unpackEnvelope(bytes).d, what)
 
 /** Effect versions: `encode(schema, value)` / `decode(schema, bytes)`. */
 export const encode = <A, I>(schema: Schema.Schema<A, I, never>, value: A): Effect.Effect<Uint8Array, MoaError> =>

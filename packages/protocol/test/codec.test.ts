@@ -134,3 +134,36 @@ describe("fast validation path", () => {
     }
   })
 })
+
+describe("throwing forms (the hot path of the bus and the runtime)", () => {
+  it("decodeSync / checkValue / unpackEnvelope / packTrusted throw the same MoaErrors the Either forms return", async () => {
+    const { checkValue, decodeSync, packTrusted, unpackEnvelope, decodeValueEither, openEnvelope } = await import("../src/index.ts")
+    const thrown = (f: () => unknown): MoaError => {
+      try {
+        f()
+      } catch (e) {
+        return e as MoaError
+      }
+      throw new Error("expected a throw")
+    }
+    const bad = packRaw({ v: PROTOCOL_VERSION, d: { prompt: "hi", temperature: "hot" } })
+    const t = thrown(() => decodeSync(GenerateRequest, bad, 'bad "generate" request'))
+    expect(t).toBeInstanceOf(MoaError)
+    expect({ code: t.code, field: t.field, message: t.message }).toEqual({
+      code: "BAD_REQUEST",
+      field: "temperature",
+      message: left(decodeEither(GenerateRequest, bad, 'bad "generate" request')).message,
+    })
+    expect(t.message).toContain('field "temperature"')
+    const v = thrown(() => checkValue(ScoreRequest, { prompt: "p", completions: ["a", 3] }))
+    expect(v.field).toBe(left(decodeValueEither(ScoreRequest, { prompt: "p", completions: ["a", 3] })).field)
+    expect(thrown(() => unpackEnvelope(new Uint8Array([0xc1, 0xff]))).code).toBe(left(openEnvelope(new Uint8Array([0xc1, 0xff]))).code)
+    expect(thrown(() => unpackEnvelope(packRaw({ v: 2, d: 1 }))).code).toBe("VERSION_MISMATCH")
+    // valid values pass through; the deadline travels in the envelope
+    const bytes = packTrusted(GenerateRequest, { prompt: "hi", maxTokens: 3 }, 1234)
+    expect(unpackEnvelope(bytes)).toEqual({ v: PROTOCOL_VERSION, d: { prompt: "hi", maxTokens: 3 }, dl: 1234 })
+    expect(decodeSync(GenerateRequest, bytes)).toEqual({ prompt: "hi", maxTokens: 3 })
+    // a value msgpack cannot carry is INTERNAL
+    expect(thrown(() => packTrusted(Schema.Unknown, { s: Symbol("x") } as unknown)).code).toBe("INTERNAL")
+  })
+})

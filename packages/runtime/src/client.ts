@@ -51,8 +51,25 @@ export interface AgentClient {
   streamEffect<C = unknown, Req = unknown>(agent: string, verb: string, req: Req, opts?: CallOptions<Req, unknown, C>): Stream.Stream<C, MoaError>
 }
 
-const schemasFor = (verb: string, opts: CallOptions<any, any, any> = {}) => {
-  const std = (StandardVerbs as Record<string, { request: Schema.Schema<any, any, never>; response: Schema.Schema<any, any, never>; chunk?: Schema.Schema<any, any, never> }>)[verb]
+type AnyS = Schema.Schema<any, any, never>
+interface VerbSchemas {
+  readonly request: AnyS
+  readonly response: AnyS
+  readonly chunk: AnyS
+}
+const stdSchemas = new Map<string, VerbSchemas>()
+const schemasFor = (verb: string, opts: CallOptions<any, any, any>): VerbSchemas => {
+  if (opts.request === undefined && opts.response === undefined && opts.chunk === undefined) {
+    // the common case (a standard or schema-less verb): one object per verb, not per call
+    let s = stdSchemas.get(verb)
+    if (s === undefined) {
+      const std = (StandardVerbs as Record<string, { request: AnyS; response: AnyS; chunk?: AnyS }>)[verb]
+      s = { request: std?.request ?? AnyValue, response: std?.response ?? AnyValue, chunk: std?.chunk ?? AnyValue }
+      if (stdSchemas.size < 10_000) stdSchemas.set(verb, s)
+    }
+    return s
+  }
+  const std = (StandardVerbs as Record<string, { request: AnyS; response: AnyS; chunk?: AnyS }>)[verb]
   return {
     request: opts.request ?? std?.request ?? AnyValue,
     response: opts.response ?? std?.response ?? AnyValue,
@@ -60,27 +77,35 @@ const schemasFor = (verb: string, opts: CallOptions<any, any, any> = {}) => {
   }
 }
 
+const noOptions: CallOptions = {}
+
 /** A client for the agents of `cluster` over an open connection. */
 export const makeClient = (nc: NatsConnection, cluster: string): AgentClient => {
   const natsService = { nc, options: { servers: nc.getServer() } as NatsOptions }
-  const subjects = new Map<string, string>()
+  // agent → verb → subject (no string built per call)
+  const subjects = new Map<string, Map<string, string>>()
+  let cached = 0
   const subjectOf = (agent: string, verb: string) => {
-    const k = `${agent}\u0000${verb}`
-    let s = subjects.get(k)
+    let byVerb = subjects.get(agent)
+    if (byVerb === undefined) {
+      byVerb = new Map()
+      if (cached < 10_000) subjects.set(agent, byVerb)
+    }
+    let s = byVerb.get(verb)
     if (s === undefined) {
       s = verbSubject(cluster, agent, verb)
-      if (subjects.size < 10_000) subjects.set(k, s)
+      if (cached++ < 10_000) byVerb.set(verb, s)
     }
     return s
   }
-  const streamEffect = (agent: string, verb: string, req: unknown, opts: CallOptions<any, any, any> = {}) => {
+  const streamEffect = (agent: string, verb: string, req: unknown, opts: CallOptions<any, any, any> = noOptions) => {
     const s = schemasFor(verb, opts)
     return requestStream(subjectOf(agent, verb), s.request, s.chunk, req, opts).pipe(Stream.provideService(Nats, natsService))
   }
   const client: AgentClient = {
     cluster,
     nc,
-    call: ((agent: string, verb: string, req: unknown, opts: CallOptions<any, any, any> = {}) => {
+    call: ((agent: string, verb: string, req: unknown, opts: CallOptions<any, any, any> = noOptions) => {
       const s = schemasFor(verb, opts)
       return requestPromise(nc, subjectOf(agent, verb), s.request, s.response, req, opts)
     }) as AgentClient["call"],

@@ -17,19 +17,19 @@ import {
   AgentEvent,
   AnyValue,
   BuiltinVerbs,
-  decodeValueEither,
+  checkValue,
   encodeEither,
   encodeSync,
-  encodeTrustedEither,
   eventSubject,
   HealthVerb,
   InfoVerb,
   moaError,
   MoaError,
-  openEnvelope,
+  packTrusted,
   PROTOCOL_VERSION,
   StandardVerbs,
   toMoaError,
+  unpackEnvelope,
   type AgentInfo,
   type Health,
   type VerbSpec,
@@ -50,6 +50,8 @@ interface ResolvedVerb {
    * schema, so it validates what the handler returned.
    */
   readonly trustReply: boolean
+  /** Prefix of a BAD_REQUEST message for this verb (built once). */
+  readonly badRequest: string
 }
 
 const GenericSpec = (name: string): VerbSpec<unknown, unknown, unknown> => ({ name, request: AnyValue, response: AnyValue, chunk: AnyValue })
@@ -57,9 +59,9 @@ const GenericSpec = (name: string): VerbSpec<unknown, unknown, unknown> => ({ na
 const resolveVerb = (name: string, h: AnyHandler<any>): ResolvedVerb => {
   if (typeof h === "function") {
     const std = (StandardVerbs as unknown as Record<string, VerbSpec>)[name]
-    return { name, spec: std ?? GenericSpec(name), handle: h, stats: new LatencyWindow(), trustReply: std !== undefined }
+    return { name, spec: std ?? GenericSpec(name), handle: h, stats: new LatencyWindow(), trustReply: std !== undefined, badRequest: `bad "${name}" request` }
   }
-  return { name, spec: { ...h.spec, name }, handle: h.handle, stats: new LatencyWindow(), trustReply: false }
+  return { name, spec: { ...h.spec, name }, handle: h.handle, stats: new LatencyWindow(), trustReply: false, badRequest: `bad "${name}" request` }
 }
 
 const isAsyncIterable = (u: unknown): u is AsyncIterable<unknown> =>
@@ -235,11 +237,14 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
   }
 
   const respond = (v: ResolvedVerb, reply: string, value: unknown) => {
-    const bytes = v.trustReply ? encodeTrustedEither(v.spec.response, value) : encodeEither(v.spec.response, value)
-    if (Either.isLeft(bytes)) {
-      throw moaError("INTERNAL", `handler for "${v.name}" returned an invalid reply — ${bytes.left.message}`, { field: bytes.left.field })
+    let bytes: Uint8Array
+    try {
+      bytes = v.trustReply ? packTrusted(v.spec.response, value) : Either.getOrThrowWith(encodeEither(v.spec.response, value), (e) => e)
+    } catch (e) {
+      const err = toMoaError(e)
+      throw moaError("INTERNAL", `handler for "${v.name}" returned an invalid reply — ${err.message}`, { field: err.field })
     }
-    if (reply) nc.publish(reply, bytes.right)
+    if (reply) nc.publish(reply, bytes)
   }
 
   const next = () => {
@@ -272,12 +277,16 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
         t0,
       )
     }
-    const env = openEnvelope(data)
-    if (Either.isLeft(env)) return fail(reply, env.left, v, t0)
-    const decoded = decodeValueEither(v.spec.request, env.right.d, `bad "${v.name}" request`)
-    if (Either.isLeft(decoded)) return fail(reply, decoded.left, v, t0)
-    const req = decoded.right
-    const deadline = env.right.dl ?? Date.now() + 60_000
+    let req: unknown
+    let dl: number | undefined
+    try {
+      const env = unpackEnvelope(data)
+      dl = env.dl
+      req = checkValue(v.spec.request, env.d, v.badRequest)
+    } catch (e) {
+      return fail(reply, toMoaError(e), v, t0)
+    }
+    const deadline = dl ?? Date.now() + 60_000
     const wantsStream = v.spec.chunk !== undefined && v.spec.isStream !== undefined && v.spec.isStream(req)
     if (inFlight < def.concurrency) {
       run(v, req, reply, deadline, wantsStream, t0)
@@ -361,8 +370,8 @@ export const startAgentServer = async (cfg: ServerConfig): Promise<AgentServer> 
     metadata,
   })
 
-  verbs.set("health", { name: "health", spec: HealthVerb as unknown as VerbSpec, handle: () => health(), stats: new LatencyWindow(), trustReply: true })
-  verbs.set("info", { name: "info", spec: InfoVerb as unknown as VerbSpec, handle: () => info(), stats: new LatencyWindow(), trustReply: true })
+  verbs.set("health", { name: "health", spec: HealthVerb as unknown as VerbSpec, handle: () => health(), stats: new LatencyWindow(), trustReply: true, badRequest: `bad "health" request` })
+  verbs.set("info", { name: "info", spec: InfoVerb as unknown as VerbSpec, handle: () => info(), stats: new LatencyWindow(), trustReply: true, badRequest: `bad "info" request` })
   void BuiltinVerbs
 
   const service: Service = await new Svcm(nc).add({
