@@ -70,7 +70,7 @@ export type ModelPkg = {
   }
   makeConfig(c: Record<string, unknown>): unknown
   makeTrainConfig(c: Record<string, unknown>): unknown
-  AdamW: new (p: Map<string, tf.Variable>) => { m: Map<string, tf.Variable>; v: Map<string, tf.Variable>; step(g: Map<string, tf.Tensor>, s: tf.Scalar, t: number, lr: number, c: unknown): void }
+  AdamW: new (p: Map<string, tf.Variable>) => { m: Map<string, tf.Variable>; v: Map<string, tf.Variable>; step(g: Map<string, tf.Tensor>, s: tf.Scalar, t: number, lr: number, c: unknown, o?: { fused?: boolean }): void }
   maskedCrossEntropy(l: tf.Tensor2D, t: tf.Tensor1D, w: tf.Tensor1D): tf.Scalar
   generateTokens(model: unknown, prompts: number[][], o: Record<string, unknown>): Generator<(number | undefined)[], void, boolean[] | undefined>
 }
@@ -95,10 +95,16 @@ export interface Trainer {
   step(ids: tf.Tensor2D, targets: tf.Tensor2D): number
 }
 
-/** One Adam step per call: the model package's GPT + AdamW when present, else bench/ref-gpt.ts. */
-export async function makeTrainer(cfg: BenchConfig, lr = 1e-3, fusedAdam = false): Promise<Trainer> {
+/**
+ * One Adam step per call: the model package's GPT + AdamW when present, else bench/ref-gpt.ts.
+ * variant "engine": what src/train.ts runs (on native: fused training ops and the fused in-place
+ * AdamW); "before": the same model with tfjs-op GELU/norms/softmax (MOA_FUSED_OPS=0) and the
+ * tensor-level AdamW — the native backend as it was before those were fused.
+ */
+export async function makeTrainer(cfg: BenchConfig, lr = 1e-3, variant: "engine" | "before" = "engine"): Promise<Trainer> {
   const pkg = await modelPkg()
   if (pkg) {
+    if (variant === "before") process.env.MOA_FUSED_OPS = "0"
     const model = new pkg.GPT(gptConfig(pkg, cfg), { seed: 1 })
     const opt = new pkg.AdamW(model.params)
     const tc = pkg.makeTrainConfig({ lr, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
@@ -107,23 +113,14 @@ export async function makeTrainer(cfg: BenchConfig, lr = 1e-3, fusedAdam = false
     const w = tf.ones([cfg.batch * cfg.contextLength]) as tf.Tensor1D
     const one = tf.scalar(1)
     let t = 0
-    const native = fusedAdam ? await import("../src/native/index.js") : undefined
     return {
       numParams: model.numParams(),
-      source: `src/gpt.ts + ${fusedAdam ? "native fused AdamW (adamWStepInPlace)" : "src/train.ts AdamW"}`,
+      source: `src/gpt.ts + src/train.ts AdamW${variant === "before" ? " (MOA_FUSED_OPS=0, tensor-level AdamW)" : ""}`,
       step: (ids, targets) => tf.tidy(() => {
         const t1 = tf.reshape(targets, [-1]) as tf.Tensor1D
         const { value, grads } = tf.variableGrads(() => pkg.maskedCrossEntropy(model.head(model.hidden(ids, { training: true })), t1, w), vars)
         t++
-        if (native) {
-          names.forEach((n, i) => {
-            const ok = native.adamWStepInPlace(vars[i], grads[vars[i].name], opt.m.get(n)!, opt.v.get(n)!,
-              { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: t })
-            if (!ok) throw new Error("fused AdamW needs the native backend")
-          })
-        } else {
-          opt.step(new Map(names.map((n, i) => [n, grads[vars[i].name]])), one, t, lr, tc)
-        }
+        opt.step(new Map(names.map((n, i) => [n, grads[vars[i].name]])), one, t, lr, tc, { fused: variant !== "before" })
         return value.dataSync()[0]
       }),
     }

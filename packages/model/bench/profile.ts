@@ -1,5 +1,6 @@
 // Where the time of a training step goes, per kernel, on one backend.
-//   npx tsx packages/model/bench/profile.ts <native|wasm|cpu> [configIndex=1] [steps=5]
+//   npx tsx packages/model/bench/profile.ts <native|wasm|cpu> [configIndex=1] [steps=5] [before]
+//   (before: tfjs-op GELU/norms/softmax and the tensor-level AdamW, as native was before fusing)
 // Prints a markdown table: kernel, calls/step, ms/step, share of the step.
 import * as tf from "@tensorflow/tfjs"
 import { CONFIGS, batchOf, instrumentKernels, makeTrainer, useBackend, type Backend } from "./common.js"
@@ -8,7 +9,7 @@ const backend = (process.argv[2] ?? "native") as Backend
 const cfg = CONFIGS[Number(process.argv[3] ?? 1)]
 const steps = Number(process.argv[4] ?? 5)
 const desc = await useBackend(backend)
-const trainer = await makeTrainer(cfg)
+const trainer = await makeTrainer(cfg, 1e-3, process.argv[5] === "before" ? "before" : "engine")
 const { ids, targets } = batchOf(cfg)
 for (let i = 0; i < 2; i++) trainer.step(ids, targets) // warm-up
 

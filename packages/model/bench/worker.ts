@@ -1,6 +1,6 @@
 // One measurement in a fresh process (so backends and their thread pools do not interfere):
-//   tsx bench/worker.ts train <backend> <configIndex> <steps> [fused]  → one JSON line
-//     (fused: AdamW through the native in-place kernel, adamWStepInPlace, instead of tfjs ops)
+//   tsx bench/worker.ts train <backend> <configIndex> <steps> [before]  → one JSON line
+//     (before: tfjs-op GELU/norms/softmax and the tensor-level AdamW, as native was before fusing)
 //   tsx bench/worker.ts generate <backend> <configIndex>         → one JSON line
 // Uses the model package's GPT + AdamW + generateTokens when src/gpt.ts exists (what users run),
 // else bench/ref-gpt.ts with tf.train.adam for training (and no generation).
@@ -9,10 +9,10 @@ import { CONFIGS, batchOf, makeTrainer, modelPkg, gptConfig, useBackend, type Ba
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-async function train(backend: Backend, cfg: BenchConfig, steps: number, fused: boolean) {
+async function train(backend: Backend, cfg: BenchConfig, steps: number, before: boolean) {
   const desc = await useBackend(backend)
   const { ids, targets } = batchOf(cfg)
-  const tr = await makeTrainer(cfg, 1e-3, fused)
+  const tr = await makeTrainer(cfg, 1e-3, before ? "before" : "engine")
   const step = () => tr.step(ids, targets)
   const params = tr.numParams
   const source = tr.source
@@ -27,7 +27,7 @@ async function train(backend: Backend, cfg: BenchConfig, steps: number, fused: b
     cpuTimes.push((c.user + c.system) / 1000)
   }
   const ms = median(times)
-  return { kind: "train", backend, fusedAdam: fused, desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms,
+  return { kind: "train", backend, variant: before ? "before" : "engine", desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms,
     cpuMsPerStep: median(cpuTimes), tokensPerCpuSec: (cfg.batch * cfg.contextLength * 1000) / median(cpuTimes), losses }
 }
 
@@ -80,5 +80,5 @@ if (!cfg || !["native", "wasm", "cpu"].includes(backend)) {
   console.error("usage: tsx bench/worker.ts <train|generate> <native|wasm|cpu> <configIndex 0-2> [steps]")
   process.exit(2)
 }
-const out = mode === "train" ? await train(backend as Backend, cfg, Number(steps ?? 10), variant === "fused") : await generate(backend as Backend, cfg)
+const out = mode === "train" ? await train(backend as Backend, cfg, Number(steps ?? 10), variant === "before") : await generate(backend as Backend, cfg)
 console.log("@@RESULT " + JSON.stringify(out))

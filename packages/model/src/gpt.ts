@@ -317,6 +317,13 @@ export class GPT {
     const { dModel: C, nHeads: nh } = this.config
     const hs = C / nh
     const p = `h.${i}.attn`
+    const causal = mask === undefined || mask === this.maskCache.get(T)
+    if (this.ops?.attention && !rope && !opts.cache && causal && !(opts.training && this.config.dropout > 0)) {
+      // one fused kernel forward and one backward, heads as column blocks of (B*T, C): no transposes
+      const y = this.ops.attention(this.linear(`${p}.q_proj`, x), this.linear(`${p}.k_proj`, x), this.linear(`${p}.v_proj`, x),
+        B, T, nh, 1 / Math.sqrt(hs)) // (B*T, C)
+      return this.dropout(this.linear(`${p}.o_proj`, y), opts)
+    }
     const heads = (t: tf.Tensor2D) => tf.transpose(tf.reshape(t, [B, T, nh, hs]), [0, 2, 1, 3]) as tf.Tensor4D
     let q = heads(this.linear(`${p}.q_proj`, x)) // (B, nh, T, hs)
     let k = heads(this.linear(`${p}.k_proj`, x)) // (B, nh, T, hs)
@@ -339,7 +346,7 @@ export class GPT {
       pv?.dispose()
     }
     let att: tf.Tensor
-    if (this.ops && (mask === undefined || mask === this.maskCache.get(T))) {
+    if (this.ops && causal) {
       // one fused kernel: softmax(q·kᵀ/√hs) with keys after the query masked
       att = this.ops.causalSoftmax(tf.matMul(q, k, false, true), 1 / Math.sqrt(hs), T > 1) // (B, nh, T, Tk)
     } else {

@@ -87,4 +87,18 @@ describe.skipIf(!built)("fused native training ops vs the tfjs composition on cp
     await compare("softmax T=1", [[2, 4, 1, 17]], (x) => tf.softmax(tf.mul(x, s)), (x) => ops.causalSoftmax(x, s, false))
     mask.dispose()
   })
+
+  it("causal self-attention from the (B*T, C) projections: output and gradients for q, k, v", async () => {
+    const B = 2, T = 64, nh = 4, hs = 32, C = nh * hs, s = 1 / Math.sqrt(hs)
+    const mask = causal(T, T)
+    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [B, T, nh, hs]), [0, 2, 1, 3])
+    const ref = (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => {
+      const att = tf.softmax(tf.add(tf.matMul(tf.mul(heads(q), s), heads(k), false, true), mask))
+      return tf.reshape(tf.transpose(tf.matMul(att, heads(v)), [0, 2, 1, 3]), [B * T, C])
+    }
+    expect(ops.attention).toBeDefined()
+    await compare("attention", [[B * T, C], [B * T, C], [B * T, C]], ref,
+      (q, k, v) => ops.attention!(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, B, T, nh, s))
+    mask.dispose()
+  })
 })

@@ -947,6 +947,117 @@ static napi_value js_softmax_grad(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// attention(q, k, v, y, p, B, T, nh, scale): causal self-attention straight from the (B·T, C)
+// projections, C = nh·hs — no head transposes: each (batch, head) is a strided block (ld C).
+//   S = scale·Q Kᵀ with keys j > i masked → P = softmax(S) (saved, [B, nh, T, T]) → Y = P V.
+// attention_grad(q, k, v, p, dy, dq, dk, dv, B, T, nh, scale):
+//   dP = dY Vᵀ, dV = Pᵀ dY, dS = scale·P∘(dP − rowsum(dP∘P)), dQ = dS K, dK = dSᵀ Q.
+// OpenMP over the B·nh blocks (each writes its own columns of the outputs), BLAS single-threaded.
+// ---------------------------------------------------------------------------------------------
+static napi_value js_attention(napi_env env, napi_callback_info info) {
+  ARGS(9);
+  float *q, *k, *v, *y, *p;
+  size_t nq;
+  int64_t B, T, nh;
+  double scale;
+  if (!get_f32(env, argv[0], &q, &nq) || !get_f32(env, argv[1], &k, NULL) || !get_f32(env, argv[2], &v, NULL) ||
+      !get_f32(env, argv[3], &y, NULL) || !get_f32(env, argv[4], &p, NULL) || !get_int(env, argv[5], &B) ||
+      !get_int(env, argv[6], &T) || !get_int(env, argv[7], &nh) || !get_double(env, argv[8], &scale))
+    return NULL;
+  if (B < 1 || T < 1 || nh < 1 || nq % (size_t)(B * T) || ((int64_t)nq / (B * T)) % nh) {
+    napi_throw_range_error(env, NULL, "moa_native.attention: q is not (B·T, nh·hs)");
+    return NULL;
+  }
+  const int64_t Cd = (int64_t)nq / (B * T), hs = Cd / nh;
+  const float sc = (float)scale;
+  const int par = g_threads > 1 && 4.0 * (double)B * (double)nh * (double)T * (double)T * (double)hs >= GEMM_PAR_MIN_FLOPS;
+  blas_threads(1);
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t bh = 0; bh < B * nh; bh++) {
+    const int64_t b = bh / nh, h = bh % nh;
+    const float *Q = q + b * T * Cd + h * hs, *K = k + b * T * Cd + h * hs, *V = v + b * T * Cd + h * hs;
+    float* P = p + bh * T * T;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hs, 1.0f, Q, (int)Cd, K, (int)Cd, 0.0f, P,
+                (int)T);
+    for (int64_t i = 0; i < T; i++) {
+      float* r = P + i * T;
+      float m = -INFINITY;
+      for (int64_t j = 0; j <= i; j++) m = r[j] * sc > m ? r[j] * sc : m;
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j <= i; j++) {
+        const float e = vexpf(r[j] * sc - m);
+        r[j] = e;
+        sum += e;
+      }
+      const float inv = 1.0f / sum;
+#pragma omp simd
+      for (int64_t j = 0; j <= i; j++) r[j] *= inv;
+      for (int64_t j = i + 1; j < T; j++) r[j] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hs, (int)T, 1.0f, P, (int)T, V, (int)Cd, 0.0f,
+                y + b * T * Cd + h * hs, (int)Cd);
+  }
+  return NULL;
+}
+
+static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
+  ARGS(12);
+  float *q, *k, *v, *p, *dy, *dq, *dk, *dv;
+  size_t nq;
+  int64_t B, T, nh;
+  double scale;
+  if (!get_f32(env, argv[0], &q, &nq) || !get_f32(env, argv[1], &k, NULL) || !get_f32(env, argv[2], &v, NULL) ||
+      !get_f32(env, argv[3], &p, NULL) || !get_f32(env, argv[4], &dy, NULL) || !get_f32(env, argv[5], &dq, NULL) ||
+      !get_f32(env, argv[6], &dk, NULL) || !get_f32(env, argv[7], &dv, NULL) || !get_int(env, argv[8], &B) ||
+      !get_int(env, argv[9], &T) || !get_int(env, argv[10], &nh) || !get_double(env, argv[11], &scale))
+    return NULL;
+  if (B < 1 || T < 1 || nh < 1 || nq % (size_t)(B * T) || ((int64_t)nq / (B * T)) % nh) {
+    napi_throw_range_error(env, NULL, "moa_native.attentionGrad: q is not (B·T, nh·hs)");
+    return NULL;
+  }
+  const int64_t Cd = (int64_t)nq / (B * T), hs = Cd / nh;
+  const float sc = (float)scale;
+  const int par = g_threads > 1 && 8.0 * (double)B * (double)nh * (double)T * (double)T * (double)hs >= GEMM_PAR_MIN_FLOPS;
+  float* scratch = (float*)malloc(sizeof(float) * (size_t)(T * T) * (size_t)(par ? g_threads : 1));
+  if (!scratch) {
+    napi_throw_error(env, NULL, "moa_native.attentionGrad: out of memory");
+    return NULL;
+  }
+  blas_threads(1);
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t bh = 0; bh < B * nh; bh++) {
+#ifdef _OPENMP
+    float* dP = scratch + (size_t)(par ? omp_get_thread_num() : 0) * (size_t)(T * T);
+#else
+    float* dP = scratch;
+#endif
+    const int64_t b = bh / nh, h = bh % nh;
+    const int64_t off = b * T * Cd + h * hs;
+    const float* P = p + bh * T * T;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hs, 1.0f, dy + off, (int)Cd, v + off, (int)Cd,
+                0.0f, dP, (int)T);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hs, (int)T, 1.0f, P, (int)T, dy + off, (int)Cd, 0.0f,
+                dv + off, (int)Cd);
+    for (int64_t i = 0; i < T; i++) {
+      float* r = dP + i * T;
+      const float* pr = P + i * T;
+      float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < T; j++) s += r[j] * pr[j];
+#pragma omp simd
+      for (int64_t j = 0; j < T; j++) r[j] = sc * pr[j] * (r[j] - s);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hs, (int)T, 1.0f, dP, (int)T, k + off, (int)Cd, 0.0f,
+                dq + off, (int)Cd);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hs, (int)T, 1.0f, dP, (int)T, q + off, (int)Cd, 0.0f,
+                dk + off, (int)Cd);
+  }
+  free(scratch);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
 static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char* name;
@@ -958,6 +1069,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"decode", js_decode},          {"gelu", js_gelu},           {"geluGrad", js_gelu_grad},
       {"layerNorm", js_layernorm},    {"layerNormGrad", js_layernorm_grad},
       {"causalSoftmax", js_causal_softmax}, {"softmaxGrad", js_softmax_grad},
+      {"attention", js_attention},    {"attentionGrad", js_attention_grad},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

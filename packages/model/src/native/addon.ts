@@ -32,6 +32,10 @@ export interface NativeAddon {
     dw: Float32Array, db: Float32Array, rows: number, C: number, rms: number): void
   causalSoftmax?(x: Float32Array, y: Float32Array, rows: number, cols: number, T: number, scale: number, causal: number): void
   softmaxGrad?(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number, scale: number): void
+  /** causal self-attention from q, k, v (B·T, C) → y (B·T, C) and the probabilities p [B, nh, T, T] */
+  attention?(q: Float32Array, k: Float32Array, v: Float32Array, y: Float32Array, p: Float32Array, B: number, T: number, nh: number, scale: number): void
+  attentionGrad?(q: Float32Array, k: Float32Array, v: Float32Array, p: Float32Array, dy: Float32Array, dq: Float32Array, dk: Float32Array,
+    dv: Float32Array, B: number, T: number, nh: number, scale: number): void
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
     beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number, gradScale: number): void
 }

@@ -424,6 +424,22 @@ export const FUSED_KERNELS: Record<string, KernelFn> = {
     be.addon.softmaxGrad!(need(be, y, "MoaSoftmaxGrad"), need(be, dy, "MoaSoftmaxGrad"), dx, n / cols, cols, Number(attrs?.scale))
     return be.out(y.shape.slice(), dx)
   },
+  // q, k, v (B·T, C) → y (B·T, C), p [B, nh, T, T]; attrs B, T, nh, scale
+  MoaAttention: ({ inputs: { q, k, v }, backend: be, attrs }) => {
+    const { B, T, nh, scale } = attrs as { B: number; T: number; nh: number; scale: number }
+    const n = size(q.shape)
+    const y = be.alloc(n), p = be.alloc(B * nh * T * T)
+    be.addon.attention!(need(be, q, "MoaAttention"), need(be, k, "MoaAttention"), need(be, v, "MoaAttention"), y, p, B, T, nh, scale)
+    return [be.out(q.shape.slice(), y), be.out([B, nh, T, T], p)]
+  },
+  MoaAttentionGrad: ({ inputs: { q, k, v, p, dy }, backend: be, attrs }) => {
+    const { B, T, nh, scale } = attrs as { B: number; T: number; nh: number; scale: number }
+    const n = size(q.shape)
+    const dq = be.alloc(n), dk = be.alloc(n), dv = be.alloc(n)
+    be.addon.attentionGrad!(need(be, q, "MoaAttentionGrad"), need(be, k, "MoaAttentionGrad"), need(be, v, "MoaAttentionGrad"),
+      need(be, p, "MoaAttentionGrad"), need(be, dy, "MoaAttentionGrad"), dq, dk, dv, B, T, nh, scale)
+    return [be.out(q.shape.slice(), dq), be.out(q.shape.slice(), dk), be.out(q.shape.slice(), dv)]
+  },
 }
 
 /** Names of the kernels the addon replaces (the rest are `cpu`'s). */

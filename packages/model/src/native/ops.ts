@@ -20,6 +20,12 @@ export interface FusedOps {
   rmsNorm(x: tf.Tensor2D, w: tf.Tensor1D): tf.Tensor2D
   /** scores (..., T, T) → softmax(scale·scores) over the last axis with a causal mask (causal) */
   causalSoftmax(scores: tf.Tensor, scale: number, causal: boolean): tf.Tensor
+  /**
+   * Causal self-attention straight from the projections: q, k, v (B*T, C) → (B*T, C), heads
+   * as column blocks (no transposes); softmax(q·kᵀ·scale) with keys after the query masked.
+   * Absent when the addon predates it.
+   */
+  attention?(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, B: number, T: number, nh: number, scale: number): tf.Tensor2D
 }
 
 const gelu = tf.customGrad(((x: tf.Tensor, save: Save) => {
@@ -64,17 +70,38 @@ function causalSoftmax(x: tf.Tensor, scale: number, causal: boolean): tf.Tensor 
   return f(x)
 }
 
+/** One customGrad per (B, T, nh, scale). */
+const attentions = new Map<string, (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor>()
+function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, B: number, T: number, nh: number, scale: number): tf.Tensor2D {
+  const key = `${B}/${T}/${nh}/${scale}`
+  let f = attentions.get(key)
+  if (!f) {
+    const attrs = { B, T, nh, scale }
+    f = tf.customGrad(((qi: tf.Tensor, ki: tf.Tensor, vi: tf.Tensor, save: Save) => {
+      const [y, p] = run("MoaAttention", { q: qi, k: ki, v: vi }, attrs) as tf.Tensor[]
+      save([qi, ki, vi, p])
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, [qs, ks, vs, ps]: tf.Tensor[]) => run("MoaAttentionGrad", { q: qs, k: ks, v: vs, p: ps, dy }, attrs) as tf.Tensor[],
+      }
+    }) as unknown as CustomGradFn) as unknown as (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor
+    attentions.set(key, f)
+  }
+  return f(q, k, v) as tf.Tensor2D
+}
+
 const OPS: FusedOps = {
   gelu,
   layerNorm: (x, w, b) => layerNorm(x, w, b) as tf.Tensor2D,
   rmsNorm: (x, w) => rmsNorm(x, w) as tf.Tensor2D,
   causalSoftmax,
 }
+const OPS_WITH_ATTENTION: FusedOps = { ...OPS, attention }
 
 /** The fused ops when the active backend is native and its addon has them; else undefined. */
 export function fusedOps(): FusedOps | undefined {
   if (process.env.MOA_FUSED_OPS === "0") return undefined
   const be = tf.backend()
   if (!(be instanceof NativeBackend) || typeof be.addon.gelu !== "function" || typeof be.addon.causalSoftmax !== "function") return undefined
-  return OPS
+  return typeof be.addon.attention === "function" ? OPS_WITH_ATTENTION : OPS
 }
