@@ -91,7 +91,9 @@ export class Store {
     const c = await this.js.consumers.get(this.eventsStream, ci.name)
     const out: RoundEvent[] = []
     while (true) {
-      const pending = (await c.info(true)).num_pending
+      // info(false): fresh from the server — `info(true)` is the client's cached copy, whose
+      // num_pending never moves, so a second pass looped forever (the parked resume-test hang)
+      const pending = (await c.info(false)).num_pending
       if (pending === 0) break
       try {
         const batch = await c.fetch({ max_messages: Math.min(pending, 500), expires: 5000 })

@@ -25,6 +25,18 @@ export const skillTasks = (skill: SkillName, size: Size = "ci"): TaskSpec => ({
   verify: (t, c) => reward(t.question, parse(t.question, c)),
 })
 
+/**
+ * A skill of SKILLS.md for experts that speak plain questions and answers (the skills cluster's
+ * experts translate to their model's format themselves): prompt = the question, reference = the
+ * answer, reward = exact match. Their `train` verb turns the plain pairs back into the model's
+ * format (`@moa/skills` toPrompt / toCompletion).
+ */
+export const plainSkillTasks = (skill: SkillName, size: Size = "full"): TaskSpec => ({
+  name: `${skill}${size === "ci" ? ":ci" : ""}:plain`,
+  tasks: (split, n, seed) => generate(skill, { n, seed, split, size, unique: true }).map((e) => ({ question: e.question, prompt: e.question, reference: e.answer })),
+  verify: (t, c) => reward(t.question, c),
+})
+
 /** The toy task of @moa/expert's tiny checkpoint: `rev <word>` → the word reversed (letters a–h, 2–5 long). */
 export const revTasks = (): TaskSpec => ({
   name: "rev",

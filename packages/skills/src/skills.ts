@@ -336,6 +336,22 @@ export const format = (ex: { question: string; answer?: string }, opts: FormatOp
   return { prompt: p.def.prompt(p.ops, p.form, size), completion }
 }
 
+/**
+ * The model-internal completion for any plain answer to `question`, right or wrong (the inverse
+ * of `parse`): `add 37 45` + `81` → `0081`, `count a in banana` + `2` → `a2`; plain skills and
+ * answers that do not fit the skill's shape pass unchanged. Preference data from a cluster whose
+ * experts speak plain answers is turned back into what their models train on with it.
+ */
+export const toCompletion = (question: string, answer: string, opts: FormatOptions = {}): string => {
+  const p = parseAny(question)
+  const a = answer.trim()
+  if (!p) return a
+  const size = opts.size ?? "full"
+  if (p.def.name === "add" && /^\d+$/.test(a)) return pad(Number(a), addWidth(size).sum)
+  if (p.def.name === "count" && /^\d+$/.test(a)) return `${(p.ops as { c: string }).c}${a}`
+  return a
+}
+
 /** The plain answer a user sees, read from the model's completion for `question`'s skill. */
 export const parse = (question: string, completion: string): string => {
   const p = parseAny(question)

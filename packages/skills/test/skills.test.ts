@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest"
 import {
   SKILLS,
+  toCompletion,
   allCapitals,
   capitalFacts,
   check,
@@ -86,6 +87,20 @@ describe("skills", () => {
     expect(() => format({ question: "add 1 1", answer: "3" })).toThrow(/wrong/)
     expect(() => reward("hello", "x")).toThrow(/not a question/)
     expect(check(" 82 ", "82")).toBe(true)
+  })
+
+  it("turns any plain answer, right or wrong, back into the model's completion (toCompletion ∘ parse = id)", () => {
+    expect(toCompletion("add 37 45", "81")).toBe("0081")
+    expect(toCompletion("3+4", "8", { size: "ci" })).toBe("08")
+    expect(toCompletion("how many a in banana", "2")).toBe("a2")
+    expect(toCompletion("reverse abc", "cab")).toBe("cab")
+    expect(toCompletion("add 37 45", "eighty")).toBe("eighty") // not the skill's shape: unchanged
+    expect(toCompletion("hello", " x ")).toBe("x")
+    for (const s of SKILLS)
+      for (const e of s === "capital" ? allCapitals().slice(0, 20) : generate(s, { n: 50, seed: 9 })) {
+        const f = format(e)
+        expect(toCompletion(e.question, parse(e.question, f.completion))).toBe(f.completion)
+      }
   })
 
   it("ci sizes are small", () => {
