@@ -122,6 +122,8 @@ class ReplyMux {
   private readonly prefix: string
   private readonly pending = new Map<string, Pending>()
   private seq = 0
+  /** No pending request has a deadline before this (a lower bound; see `tick`). */
+  private earliest = Infinity
   private timer: ReturnType<typeof setTimeout> | undefined
   private closedError: MoaError | undefined
 
@@ -159,6 +161,7 @@ class ReplyMux {
         return reject(requestFailure(e, subject, timeoutMs))
       }
       this.pending.set(token, { resolve, reject, decode, deadline, subject, timeoutMs })
+      if (deadline < this.earliest) this.earliest = deadline
       if (this.timer === undefined) this.arm()
     })
   }
@@ -171,11 +174,17 @@ class ReplyMux {
   private tick() {
     this.timer = undefined
     const now = Date.now()
-    for (const [token, p] of this.pending) {
-      if (p.deadline <= now) {
-        this.pending.delete(token)
-        p.reject(timeoutError(`no reply from ${p.subject} within ${p.timeoutMs} ms`))
+    // Scan only when the earliest deadline seen may have passed (it can be stale: that request
+    // may have been answered); the scan recomputes it from what is still pending.
+    if (now >= this.earliest) {
+      let earliest = Infinity
+      for (const [token, p] of this.pending) {
+        if (p.deadline <= now) {
+          this.pending.delete(token)
+          p.reject(timeoutError(`no reply from ${p.subject} within ${p.timeoutMs} ms`))
+        } else if (p.deadline < earliest) earliest = p.deadline
       }
+      this.earliest = earliest
     }
     if (this.pending.size > 0) this.arm()
   }

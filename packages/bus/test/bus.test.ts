@@ -94,6 +94,14 @@ describe("bus over a real nats-server", () => {
       expect((late as MoaError).message).toContain("t.late")
       await new Promise((r) => setTimeout(r, 400))
       expect(await requestPromise(client, "t.double", Ping, Pong, { n: 5 })).toEqual({ n: 10, by: "raw" })
+      // a short deadline sent after a long one still fires first (one timer serves both)
+      server.subscribe("t.hush", { callback: () => {} })
+      await server.flush()
+      const order: Array<string> = []
+      const long = requestPromise(client, "t.hush", Ping, Pong, { n: 1 }, { timeoutMs: 250 }).catch((e: MoaError) => order.push(`long ${e.code}`))
+      const short = requestPromise(client, "t.hush", Ping, Pong, { n: 1 }, { timeoutMs: 50 }).catch((e: MoaError) => order.push(`short ${e.code}`))
+      await Promise.all([long, short])
+      expect(order).toEqual(["short TIMEOUT", "long TIMEOUT"])
       // raw bytes through the same mux; no responders is UNAVAILABLE there too
       const raw = await requestRaw(client, "t.double", encodeSync(Ping, { n: 4 }))
       expect(decodeSync(Pong, raw.data)).toEqual({ n: 8, by: "raw" })
