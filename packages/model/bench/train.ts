@@ -71,10 +71,10 @@ for (const i of configIdx) {
 }
 results.generate = []
 for (const i of configIdx) {
-  // native: the fused decode (one addon call per step); native tfjs ops: MOA_FUSED_DECODE=0, as before it
-  for (const be of ["native", "native tfjs ops", "wasm"]) {
+  // native: the fused decode (one addon call per step); native before: tfjs ops (MOA_FUSED_DECODE=0 MOA_FUSED_OPS=0)
+  for (const be of ["native", "native before", "wasm"]) {
     log(`generate ${be} ${CONFIGS[i].name}`)
-    const r = runWorker(["generate", be.split(" ")[0], String(i)], be === "native tfjs ops" ? { MOA_FUSED_DECODE: "0" } : {})
+    const r = runWorker(["generate", be.split(" ")[0], String(i)], be === "native before" ? { MOA_FUSED_DECODE: "0", MOA_FUSED_OPS: "0" } : {})
     results.generate.push({ ...r, backend: be })
   }
 }
@@ -152,21 +152,22 @@ const genRatio: string[] = []
 for (const i of configIdx) {
   const c = CONFIGS[i]
   const pick = (be: string, batch = 1) => results.generate.find((g: any) => g.backend === be && g.config === c.name)?.rows?.find((r: any) => r.batch === batch && r.cache)
-  const n = pick("native"), o = pick("native tfjs ops"), w = pick("wasm")
-  const n16 = pick("native", 16), o16 = pick("native tfjs ops", 16), w16 = pick("wasm", 16)
+  const n = pick("native"), o = pick("native before"), w = pick("wasm")
+  const n16 = pick("native", 16), o16 = pick("native before", 16), w16 = pick("wasm", 16)
   if (n && w) genRatio.push(`${c.name}: fused native ${(n.tokensPerSec / w.tokensPerSec).toFixed(2)}× in wall time (${(n.tokensPerCpuSec / w.tokensPerCpuSec).toFixed(2)}× in CPU time)` +
-    (o ? `, native with tfjs ops ${(o.tokensPerSec / w.tokensPerSec).toFixed(2)}×` : "") +
-    (n16 && w16 ? `; batch 16: fused ${(n16.tokensPerSec / w16.tokensPerSec).toFixed(2)}×${o16 ? `, tfjs ops ${(o16.tokensPerSec / w16.tokensPerSec).toFixed(2)}×` : ""}` : ""))
+    (o ? `, native before fusing ${(o.tokensPerSec / w.tokensPerSec).toFixed(2)}×` : "") +
+    (n16 && w16 ? `; batch 16: fused ${(n16.tokensPerSec / w16.tokensPerSec).toFixed(2)}×${o16 ? `, before ${(o16.tokensPerSec / w16.tokensPerSec).toFixed(2)}×` : ""}` : ""))
 }
 results.generationRatio = genRatio
 lines.push("", `KV-cache generation, native / wasm (single stream unless said): ${genRatio.join("; ") || "–"}. ` +
-  "native: the fused decode (src/fused-decode.ts, one addon call per step); native tfjs ops: `MOA_FUSED_DECODE=0`, the model's tfjs ops on the native backend as before.", "")
+  "native: the fused decode (src/fused-decode.ts, one addon call per step); native before: `MOA_FUSED_DECODE=0 MOA_FUSED_OPS=0`, the model's tfjs ops on the native backend as before this round.", "")
 lines.push("## Numerical parity with PyTorch", "")
 const par = results.parity
 if (par?.error) lines.push(`parity failed: ${par.error}`)
 else if (par) lines.push(`Same \`model.safetensors\` in both (${par.config}), same batch: max |Δlogits| ${par.maxLogitDiff?.toExponential(2)}, |Δloss| ${par.lossDiff?.toExponential(2)} (ours ${par.loss?.toFixed(6)} vs torch ${par.torchLoss?.toFixed(6)}), ` +
   `max |Δgrad| over all ${par.gradCount} parameters ${par.maxGradDiff?.toExponential(2)} (relative to the largest gradient ${par.maxGradRel?.toExponential(2)}), on backend ${par.backend}. Command: \`npx tsx packages/model/bench/parity.ts\`.`)
 if (errors.length) lines.push("", "## Problems in this run", "", ...errors.map((e: any) => `- ${e.error ?? `${e.backend} ${e.config}: ${e.skipped}`}`))
+lines.push("", "Profiles and the history of these numbers (before/after each round of work): docs/native-backend.md.")
 lines.push("", `Total benchmark time ${fmt(results.seconds)} s. Raw numbers: \`packages/model/bench/results/bench-model.json\`.`, "")
 
 mkdirSync(path.join(here, "results"), { recursive: true })
