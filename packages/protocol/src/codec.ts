@@ -266,9 +266,12 @@ export const unpackEnvelope = (bytes: Uint8Array): Envelope => {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw) || !("v" in raw)) {
     throw moaError("DECODE_ERROR", "message is msgpack but not a moa envelope: expected a map { v: <protocol version>, d: <payload> }", { field: "v" })
   }
-  const env = raw as { v: unknown; d?: unknown }
+  const env = raw as { v: unknown; d?: unknown; dl?: unknown }
   if (env.v !== PROTOCOL_VERSION) {
     throw moaError("VERSION_MISMATCH", `protocol version ${String(env.v)} is not supported; this side speaks version ${PROTOCOL_VERSION}`, { field: "v" })
+  }
+  if (env.dl !== undefined && typeof env.dl !== "number") {
+    throw moaError("DECODE_ERROR", `envelope deadline "dl" must be a number (epoch ms), got ${typeof env.dl}`, { field: "dl" })
   }
   return env as Envelope
 }

@@ -159,6 +159,8 @@ describe("throwing forms (the hot path of the bus and the runtime)", () => {
     expect(v.field).toBe(left(decodeValueEither(ScoreRequest, { prompt: "p", completions: ["a", 3] })).field)
     expect(thrown(() => unpackEnvelope(new Uint8Array([0xc1, 0xff]))).code).toBe(left(openEnvelope(new Uint8Array([0xc1, 0xff]))).code)
     expect(thrown(() => unpackEnvelope(packRaw({ v: 2, d: 1 }))).code).toBe("VERSION_MISMATCH")
+    const dl = thrown(() => unpackEnvelope(packRaw({ v: PROTOCOL_VERSION, d: { prompt: "x" }, dl: "soon" })))
+    expect({ code: dl.code, field: dl.field }).toEqual({ code: "DECODE_ERROR", field: "dl" })
     // valid values pass through; the deadline travels in the envelope
     const bytes = packTrusted(GenerateRequest, { prompt: "hi", maxTokens: 3 }, 1234)
     expect(unpackEnvelope(bytes)).toEqual({ v: PROTOCOL_VERSION, d: { prompt: "hi", maxTokens: 3 }, dl: 1234 })
