@@ -139,6 +139,28 @@ describe.skipIf(!built)("fused native decode vs the tfjs path", () => {
     }
   }
 
+  it("a prompt in one call: the hidden states of every position match cpu (rows of a batch without padding)", async () => {
+    for (const arch of Object.values(ARCHS)) {
+      const prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]]
+      const run = async (backend: string) => {
+        await tf.setBackend(backend)
+        const { model } = makeModel(arch, "none")
+        const cache = new KVCache(model.config.nLayers)
+        const out = tf.tidy(() => model.head(model.hidden(tf.tensor2d(prompts.flat(), [2, 8], "int32"), { cache }))) // (16, V)
+        const used = cache.native !== undefined
+        const d = out.dataSync().slice()
+        out.dispose(); cache.dispose(); model.dispose()
+        return { d, used }
+      }
+      const want = await run("cpu")
+      const got = await run("native")
+      expect(got.used).toBe(true)
+      let worst = 0
+      for (let i = 0; i < want.d.length; i++) worst = Math.max(worst, Math.abs(got.d[i] - want.d[i]))
+      expect(worst).toBeLessThan(1e-4)
+    }
+  }, 120_000)
+
   it("re-merges when an adapter changes, and falls back (with a log line) for a non-affine override", async () => {
     await tf.setBackend("native")
     const arch = ARCHS["layernorm learned tied bias"]

@@ -525,9 +525,9 @@ static napi_value js_adam(napi_env env, napi_callback_info info) {
 // ---------------------------------------------------------------------------------------------
 // decode(slots, meta, tokens, kc, vc, hidden): the GPT's cached forward for new tokens, fused.
 //
-// For each of T new tokens (one position at a time, all B rows together) and each layer:
+// For the T new tokens of all B rows together (B·T rows in every linear layer) and each layer:
 //   h = norm(x); q,k,v = h·W{q,k,v} + b; RoPE(q,k); append k,v to the cache; causal attention of
-//   q over the cache (keys pad_b ≤ j ≤ t); x += y·Wo + bo; h = norm(x);
+//   each token t over the cache (keys pad_b ≤ j ≤ past + t); x += y·Wo + bo; h = norm(x);
 //   x += gelu(h·Wfi + bfi)·Wfo + bfo,   gelu(u) = u·sigmoid(1.702u)
 // then hidden[b, t] = norm_f(x). The lm head stays in tfjs (one matmul). Same maths as
 // src/gpt.ts `hidden()` with a KVCache; products through OpenBLAS (sgemv for one row, sgemm for
@@ -662,58 +662,71 @@ static napi_value js_decode(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "moa_native.decode: learned positions need wpe (slot 1)");
     goto done;
   }
-  // scratch: x, h, q, k, v, y [B·C] each, f [B·F], p [Tmax]
-  scratch = (float*)malloc(sizeof(float) * (size_t)(6 * B * C + B * F + Tmax));
-  if (!scratch) {
-    napi_throw_error(env, NULL, "moa_native.decode: out of memory");
-    goto done;
-  }
-  blas_threads(1);
+  // scratch for all R = B·T new rows (row r = b·T + t): x, h, q, k, v, y [R·C] each, f [R·F], p [Tmax].
+  // The linear layers run once over all R rows (sgemm; sgemv when R = 1), so a prompt's weights
+  // are read once, not once per token; attention then goes token by token over the cache.
   {
-    float *x = scratch, *h = x + B * C, *q = h + B * C, *k = q + B * C, *v = k + B * C, *y = v + B * C, *f = y + B * C,
-          *pr = f + B * F;
+    const int64_t R = B * T;
+    scratch = (float*)malloc(sizeof(float) * (size_t)(6 * R * C + R * F + Tmax));
+    if (!scratch) {
+      napi_throw_error(env, NULL, "moa_native.decode: out of memory");
+      goto done;
+    }
+    blas_threads(1);
+    float *x = scratch, *h = x + R * C, *q = h + R * C, *k = q + R * C, *v = k + R * C, *y = v + R * C, *f = y + R * C,
+          *pr = f + R * F;
     const float scale = 1.0f / sqrtf((float)hs);
-    for (int64_t t = 0; t < T; t++) {
-      const int64_t at = past + t;  // cache index of this token
-      for (int64_t b = 0; b < B; b++) {
-        const int32_t tok = tokens[b * T + t];
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t t = 0; t < T; t++) {
+        const int64_t r = b * T + t, at = past + t;
+        const int32_t tok = tokens[r];
         if (tok < 0 || tok >= V) {
           napi_throw_range_error(env, NULL, "moa_native.decode: token id out of range");
           goto done;
         }
         const int64_t pos = at - pad[b] > 0 ? at - pad[b] : 0;
-        memcpy(x + b * C, w[0] + (int64_t)tok * C, sizeof(float) * (size_t)C);
+        memcpy(x + r * C, w[0] + (int64_t)tok * C, sizeof(float) * (size_t)C);
         if (!rope)
-          for (int64_t j = 0; j < C; j++) x[b * C + j] += w[1][pos * C + j];
+          for (int64_t j = 0; j < C; j++) x[r * C + j] += w[1][pos * C + j];
       }
-      for (int64_t l = 0; l < L; l++) {
-        float** lw = w + 4 + DEC_SLOTS_PER_LAYER * l;
-        dec_norm(x, h, B, C, lw[0], lw[1], rms);
-        dec_linear(h, B, C, C, lw[2], lw[3], q, 0);
-        dec_linear(h, B, C, C, lw[4], lw[5], k, 0);
-        dec_linear(h, B, C, C, lw[6], lw[7], v, 0);
-        for (int64_t b = 0; b < B; b++) {
+    for (int64_t l = 0; l < L; l++) {
+      float** lw = w + 4 + DEC_SLOTS_PER_LAYER * l;
+      dec_norm(x, h, R, C, lw[0], lw[1], rms);
+      dec_linear(h, R, C, C, lw[2], lw[3], q, 0);
+      dec_linear(h, R, C, C, lw[4], lw[5], k, 0);
+      dec_linear(h, R, C, C, lw[6], lw[7], v, 0);
+      // RoPE, then this layer's keys and values of all new tokens into the cache
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+          const int64_t r = b * T + t, at = past + t;
           const int64_t pos = at - pad[b] > 0 ? at - pad[b] : 0;
           for (int64_t hd = 0; hd < nh; hd++) {
-            float* qh = q + b * C + hd * hs;
-            float* kh = k + b * C + hd * hs;
+            float* kh = k + r * C + hd * hs;
             if (rope) {
-              dec_rope(qh, hs, pos);
+              dec_rope(q + r * C + hd * hs, hs, pos);
               dec_rope(kh, hs, pos);
             }
             const size_t base = (size_t)((((l * B + b) * nh + hd) * Tmax) * hs);
             memcpy(kc + base + at * hs, kh, sizeof(float) * (size_t)hs);
-            memcpy(vc + base + at * hs, v + b * C + hd * hs, sizeof(float) * (size_t)hs);
-            // attention of this query over keys pad_b..at
-            const int64_t j0 = pad[b] < at ? pad[b] : at;
+            memcpy(vc + base + at * hs, v + r * C + hd * hs, sizeof(float) * (size_t)hs);
+          }
+        }
+      // attention of each new token over keys pad_b..at of its row
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+          const int64_t r = b * T + t, at = past + t;
+          const int64_t j0 = pad[b] < at ? pad[b] : at;
+          for (int64_t hd = 0; hd < nh; hd++) {
+            const float* qh = q + r * C + hd * hs;
+            const size_t base = (size_t)((((l * B + b) * nh + hd) * Tmax) * hs);
             float m = -INFINITY;
             for (int64_t j = j0; j <= at; j++) {
               const float* kj = kc + base + j * hs;
-              float s = 0.0f;
-              for (int64_t e = 0; e < hs; e++) s += qh[e] * kj[e];
-              s *= scale;
-              pr[j] = s;
-              m = s > m ? s : m;
+              float sd = 0.0f;
+              for (int64_t e = 0; e < hs; e++) sd += qh[e] * kj[e];
+              sd *= scale;
+              pr[j] = sd;
+              m = sd > m ? sd : m;
             }
             float sum = 0.0f;
             for (int64_t j = j0; j <= at; j++) {
@@ -721,7 +734,7 @@ static napi_value js_decode(napi_env env, napi_callback_info info) {
               sum += pr[j];
             }
             const float inv = 1.0f / sum;
-            float* yh = y + b * C + hd * hs;
+            float* yh = y + r * C + hd * hs;
             for (int64_t e = 0; e < hs; e++) yh[e] = 0.0f;
             for (int64_t j = j0; j <= at; j++) {
               const float pj = pr[j] * inv;
@@ -730,14 +743,13 @@ static napi_value js_decode(napi_env env, napi_callback_info info) {
             }
           }
         }
-        dec_linear(y, B, C, C, lw[8], lw[9], x, 1);  // x += y·Wo + bo
-        dec_norm(x, h, B, C, lw[10], lw[11], rms);
-        dec_linear(h, B, C, F, lw[12], lw[13], f, 0);
-        for (int64_t e = 0; e < B * F; e++) f[e] = f[e] / (1.0f + vexpf(-1.702f * f[e]));
-        dec_linear(f, B, F, C, lw[14], lw[15], x, 1);  // x += gelu(·)·Wfo + bfo
-      }
-      for (int64_t b = 0; b < B; b++) dec_norm(x + b * C, hidden + (b * T + t) * C, 1, C, w[2], w[3], rms);
+      dec_linear(y, R, C, C, lw[8], lw[9], x, 1);  // x += y·Wo + bo
+      dec_norm(x, h, R, C, lw[10], lw[11], rms);
+      dec_linear(h, R, C, F, lw[12], lw[13], f, 0);
+      for (int64_t e = 0; e < R * F; e++) f[e] = f[e] / (1.0f + vexpf(-1.702f * f[e]));
+      dec_linear(f, R, F, C, lw[14], lw[15], x, 1);  // x += gelu(·)·Wfo + bfo
     }
+    dec_norm(x, hidden, R, C, w[2], w[3], rms);
   }
 done:
   free(scratch);
