@@ -5,3 +5,4 @@ export { skillTasks, plainSkillTasks, revTasks, taskSpecOf, parseExperts, type T
 export { roundsSvg } from "./plot.ts"
 export { buildWeakExpert, type WeakExpertOptions } from "./fixture.ts"
 export { defineCoordinator, RoundRequest, RoundStarted, RoundStatus, type CoordinatorAgentOptions } from "./agent.ts"
+export { feedbackSource, feedbackTasks, readFeedback, decodeFeedback, feedbackStream, FeedbackItem, RatingItem, BetterItem, type FeedbackRead } from "./feedback.ts"

@@ -34,6 +34,7 @@ import {
   type Task,
 } from "./logic.ts"
 import { Store, type RegistryEntry } from "./store.ts"
+import { feedbackSource, feedbackTasks, readFeedback } from "./feedback.ts"
 import type { TaskSpec } from "./tasks.ts"
 
 export interface ExpertSpec {
@@ -60,6 +61,16 @@ export interface RoundOptions {
   readonly temperature?: number
   readonly maxTokens?: number
   readonly seed?: number
+  /**
+   * Where training prompts come from: the experts' task sets (default), or `feedback` — the
+   * questions users asked in `moa console`, rewarded by their ratings and better answers
+   * (stream MOA_FEEDBACK_<cluster>, read at each round)
+   */
+  readonly promptSource?: "tasks" | "feedback"
+  /** weight of the user ratings (default 1) */
+  readonly feedbackWeight?: number
+  /** with feedback prompts, also score answers with the task's verifiable reward (default false: users decide) */
+  readonly feedbackVerifiable?: boolean
   /** weight of the agreement reward (0 = off, default 0) */
   readonly agreementWeight?: number
   /** more reward sources (user ratings, a judge, …); the verifiable reward of the task is always on */
@@ -69,6 +80,10 @@ export interface RoundOptions {
   /** promote only when the candidate beats the current version by more than this (default 0) */
   readonly minGain?: number
   readonly trainTimeoutMs?: number
+  /** how long an expert that is not answering (killed, restarting) is waited for before its job fails (default 60 s) */
+  readonly expertGraceMs?: number
+  /** progress notes that are not events (a lost job being re-sent, …) */
+  readonly onNote?: (note: string) => void
   readonly onEvent?: (e: RoundEvent) => void
 }
 
@@ -95,6 +110,33 @@ const reasonOf = (e: unknown): string => {
 
 export interface AdapterList {
   adapters: { name: string; current: string; versions: string[] }[]
+}
+
+/** What a round took from the feedback stream for one expert. */
+interface FeedbackUse {
+  readonly items: number
+  readonly lastSeq: number
+  readonly invalid: { seq: number; reason: string }[]
+  readonly questions: number
+  readonly userPairs: { prompt: string; chosen: string; rejected: string }[]
+}
+
+/** Users' better answers join the pairs (DPO family) or the labelled items (KTO); GRPO groups stay as sampled. */
+function withUserPairs(td: { algorithm: string; data: unknown[] }, pairs: ReadonlyArray<{ prompt: string; chosen: string; rejected: string }>): { algorithm: string; data: unknown[] } {
+  if (pairs.length === 0) return td
+  if (["dpo", "ipo", "simpo", "orpo"].includes(td.algorithm)) {
+    const have = new Set((td.data as { prompt: string; chosen: string; rejected: string }[]).map((p) => `${p.prompt}\u0000${p.chosen}\u0000${p.rejected}`))
+    return { ...td, data: [...td.data, ...pairs.filter((p) => !have.has(`${p.prompt}\u0000${p.chosen}\u0000${p.rejected}`))] }
+  }
+  if (td.algorithm === "kto") {
+    const have = new Set((td.data as { prompt: string; completion: string }[]).map((p) => `${p.prompt}\u0000${p.completion}`))
+    const extra = pairs.flatMap((p) => [
+      { prompt: p.prompt, completion: p.chosen, label: true },
+      { prompt: p.prompt, completion: p.rejected, label: false },
+    ]).filter((x) => !have.has(`${x.prompt}\u0000${x.completion}`) && (have.add(`${x.prompt}\u0000${x.completion}`), true))
+    return { ...td, data: [...td.data, ...extra] }
+  }
+  return td
 }
 
 /** A round runner bound to one connection. */
@@ -165,12 +207,27 @@ export class Coordinator {
   }
 
   /** k sampled candidates per training prompt, scored by every reward source. */
-  async sample(ex: ExpertSpec, round: number, version: string): Promise<{ groups: ScoredGroup[]; errors: RewardError[] }> {
+  async sample(ex: ExpertSpec, round: number, version: string): Promise<{ groups: ScoredGroup[]; errors: RewardError[]; feedback?: FeedbackUse }> {
     const k = this.opts.k ?? 6
-    const tasks = ex.tasks.tasks("train", this.opts.prompts ?? 24, round * 7919 + (this.opts.seed ?? 0))
+    const n = this.opts.prompts ?? 24
     const adapter = version === "base" ? {} : { adapter: `${this.adapterOf(ex)}@${version}` }
     const verifiable: RewardSource = { name: `verify:${ex.tasks.name}`, fn: (t: Task, c: string) => ex.tasks.verify(t, c) }
-    const sources = [verifiable, ...(this.opts.agreementWeight ? [agreementSource(this.opts.agreementWeight)] : []), ...(this.opts.rewardSources ?? [])]
+    const others = [...(this.opts.agreementWeight ? [agreementSource(this.opts.agreementWeight)] : []), ...(this.opts.rewardSources ?? [])]
+    let tasks: Task[]
+    let sources: RewardSource[]
+    let feedback: FeedbackUse | undefined
+    if (this.opts.promptSource === "feedback") {
+      // the questions users asked, rewarded by their ratings (and better answers) from the console
+      const fb = await readFeedback(this.nc, this.opts.cluster)
+      const r = feedbackTasks(fb.items, ex.name, ex.tasks.fromQuestion ?? ((q) => ({ question: q, prompt: q })))
+      tasks = r.tasks.slice(0, n)
+      const prompts = new Set(tasks.map((t) => t.prompt))
+      feedback = { items: fb.items.length, lastSeq: fb.lastSeq, invalid: fb.invalid, questions: r.tasks.length, userPairs: r.pairs.filter((p) => prompts.has(p.prompt)) }
+      sources = [feedbackSource(fb.items, this.opts.feedbackWeight ?? 1), ...(this.opts.feedbackVerifiable ? [verifiable] : []), ...others]
+    } else {
+      tasks = ex.tasks.tasks("train", n, round * 7919 + (this.opts.seed ?? 0))
+      sources = [verifiable, ...others]
+    }
     const groups: ScoredGroup[] = []
     const errors: RewardError[] = []
     for (const [ti, t] of tasks.entries()) {
@@ -191,7 +248,7 @@ export class Coordinator {
       groups.push(r.group)
       errors.push(...r.errors)
     }
-    return { groups, errors }
+    return { groups, errors, ...(feedback ? { feedback } : {}) }
   }
 
   /** Baseline, samples and the queued job of one expert for one round. */
@@ -215,8 +272,8 @@ export class Coordinator {
       }
       let samples = this.has(round, ex.name, "samples")
       if (!samples) {
-        const { groups, errors } = await this.sample(ex, round, version)
-        const td = trainingData(this.opts.algo, groups)
+        const { groups, errors, feedback } = await this.sample(ex, round, version)
+        const td = withUserPairs(trainingData(this.opts.algo, groups), feedback?.userPairs ?? [])
         const rs = groups.flatMap((g) => g.rewards).filter((r): r is number => r !== null)
         const right = groups.map((g) => g.rewards.filter((r) => r !== null && r >= 1).length)
         if (errors.length > 0)
@@ -229,12 +286,20 @@ export class Coordinator {
           sampledRight: right.reduce((a, b) => a + b, 0),
           algorithm: td.algorithm,
           examples: td.data.length,
+          ...(feedback
+            ? { source: "feedback", feedback: { items: feedback.items, lastSeq: feedback.lastSeq, questions: feedback.questions, userPairs: feedback.userPairs.length, invalid: feedback.invalid.length, invalidFirst: feedback.invalid.slice(0, 5) } }
+            : { source: "tasks" }),
           data: td.data,
         })
       }
-      const d = samples.data as { algorithm: string; data: unknown[]; version: string }
+      const d = samples.data as { algorithm: string; data: unknown[]; version: string; source?: string; prompts: number; feedback?: { items: number } }
       if (d.data.length === 0) {
-        await this.record(round, ex.name, "skipped", { reason: "no training examples: no prompt had both a right and a wrong answer" })
+        await this.record(round, ex.name, "skipped", {
+          reason:
+            d.source === "feedback" && d.prompts === 0
+              ? `no training examples: the feedback stream has no questions for this expert (${d.feedback?.items ?? 0} items read)`
+              : "no training examples: no prompt had both a right and a wrong answer",
+        })
         return
       }
       const jobId = `${run}.${round}.${ex.name}`
@@ -330,21 +395,39 @@ export class Coordinator {
     }
     if (stepOf(this.state, job.run, job.round, job.expert, "trained") || stepOf(this.state, job.run, job.round, job.expert, "job-failed")) return // done before: counted once
     const deadline = Date.now() + (this.opts.trainTimeoutMs ?? 15 * 60_000)
-    try {
-      // a quick liveness check first: a vanished expert fails in seconds, not at the train deadline
-      await this.client.call(job.expert, "adapters-list", {}, { timeoutMs: 15_000 })
-    } catch (e) {
-      await this.record(job.round, job.expert, "job-failed", { jobId: job.jobId, reason: reasonOf(e) })
+    const grace = this.opts.expertGraceMs ?? 60_000
+    // a quick liveness check first: a vanished expert fails within the grace period, not at the train deadline
+    const gone = await this.waitForExpert(job.expert, grace)
+    if (gone) {
+      await this.record(job.round, job.expert, "job-failed", { jobId: job.jobId, reason: gone })
       return
     }
     while (true) {
       try {
-        const res = await this.client.call<{ version: string; baseVersion: string; losses: number[]; examples: number; steps: number; metrics: Record<string, number>; dir: string; objects?: string[] }>(
+        type Trained = { version: string; baseVersion: string; losses: number[]; examples: number; steps: number; metrics: Record<string, number>; dir: string; objects?: string[] }
+        const call = this.client.call<Trained>(
           job.expert,
           "train",
           { adapter: job.adapter, baseVersion: job.baseVersion, algorithm: job.algorithm, data: job.data, hyper: job.hyper, jobId: job.jobId, promote: false },
           { timeoutMs: Math.max(1000, deadline - Date.now()) },
         )
+        // the reply of an expert killed mid-job never comes: watch that the expert is still there
+        const stop = new AbortController()
+        const died = this.watchJob(job.expert, job.jobId, stop.signal)
+        call.catch(() => undefined)
+        const first = await Promise.race([call.then((r) => ({ r })), died.then((reason) => ({ died: reason }))]).finally(() => stop.abort())
+        if ("died" in first) {
+          // it may come back (restarted, another replica): the job is sent again — the expert
+          // trains a job id once (a finished one is answered from its saved summary)
+          this.opts.onNote?.(`job ${job.jobId}: ${first.died}; sending it again`)
+          const still = await this.waitForExpert(job.expert, grace)
+          if (still) {
+            await this.record(job.round, job.expert, "job-failed", { jobId: job.jobId, reason: `the expert disappeared during training and did not come back: ${still}` })
+            return
+          }
+          continue
+        }
+        const res = first.r
         // the expert puts the new version in the Object Store itself (any host); an older expert
         // that does not is helped when its folder is readable from here
         let objects: string[] = [...(res.objects ?? [])]
@@ -372,6 +455,46 @@ export class Coordinator {
         return
       }
     }
+  }
+
+  /** undefined when the expert answers within `graceMs` (polled every 2 s), else why not. */
+  private async waitForExpert(expert: string, graceMs: number): Promise<string | undefined> {
+    const until = Date.now() + graceMs
+    while (true) {
+      try {
+        await this.client.call(expert, "adapters-list", {}, { timeoutMs: 15_000 })
+        return undefined
+      } catch (e) {
+        if (Date.now() >= until) return reasonOf(e)
+        await new Promise((r) => setTimeout(r, 2000))
+      }
+    }
+  }
+
+  /**
+   * Resolves (with the reason) once the job is lost: twice in a row (polled every 3 s until
+   * `signal` aborts) the expert has no responders, or answers but is not running `jobId` — it
+   * was killed and restarted, so the request died with the old process. Sending the job again is
+   * safe: the expert joins a job id it is running and answers a finished one from its summary.
+   * A slow answer is not a loss.
+   */
+  private async watchJob(expert: string, jobId: string, signal: AbortSignal): Promise<string> {
+    let misses = 0
+    while (!signal.aborted) {
+      await new Promise((r) => setTimeout(r, 3000))
+      if (signal.aborted) break
+      let why: string | undefined
+      try {
+        const i = await this.client.call<{ pid: number; training: { running?: string } }>(expert, "model-info", {}, { timeoutMs: 15_000 })
+        if (!i.training.running?.includes(jobId)) why = `the expert (pid ${i.pid}) is not running job ${jobId}: it was restarted`
+      } catch (e) {
+        const r = reasonOf(e)
+        if (/no responders/.test(r)) why = r
+      }
+      misses = why ? misses + 1 : 0
+      if (why && misses >= 2) return why
+    }
+    return new Promise<string>(() => undefined) // never: the train call won the race
   }
 
   /** Evaluate the candidate and promote it when better. */

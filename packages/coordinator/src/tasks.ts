@@ -3,7 +3,7 @@
  * (SKILLS.md; verifiable reward, exact match) or the toy `rev` task the expert's tiny test
  * model speaks. Training prompts and held-out prompts never overlap.
  */
-import { format, generate, parse, reward, type SkillName, type Size } from "@moa/skills"
+import { detectSkill, format, generate, parse, reward, type SkillName, type Size } from "@moa/skills"
 import type { Task } from "./logic.ts"
 
 export interface TaskSpec {
@@ -12,6 +12,19 @@ export interface TaskSpec {
   readonly tasks: (split: "train" | "test", n: number, seed: number) => Task[]
   /** 1 when `completion` is a right answer to `task`, else 0 (throws when it cannot tell) */
   readonly verify: (task: Task, completion: string) => number
+  /** A user's question (e.g. from the console's feedback) as this task's prompt; undefined when it is not a question of this task */
+  readonly fromQuestion?: (question: string) => Task | undefined
+}
+
+/** `question` as a task of `skill` in the model's format, or undefined when it is another skill's (or no skill's) question. */
+const skillQuestion = (skill: SkillName, size: Size, plain: boolean) => (question: string): Task | undefined => {
+  const q = question.trim()
+  if (detectSkill(q) !== skill) return undefined
+  try {
+    return { question: q, prompt: plain ? q : format({ question: q }, { size }).prompt }
+  } catch {
+    return undefined // e.g. too long for this size's format
+  }
 }
 
 /** A skill of SKILLS.md: model prompts in the skill's format, reward = exact match of the parsed answer. */
@@ -23,6 +36,7 @@ export const skillTasks = (skill: SkillName, size: Size = "ci"): TaskSpec => ({
       return { question: e.question, prompt: f.prompt, reference: f.completion }
     }),
   verify: (t, c) => reward(t.question, parse(t.question, c)),
+  fromQuestion: skillQuestion(skill, size, false),
 })
 
 /**
@@ -35,6 +49,7 @@ export const plainSkillTasks = (skill: SkillName, size: Size = "full"): TaskSpec
   name: `${skill}${size === "ci" ? ":ci" : ""}:plain`,
   tasks: (split, n, seed) => generate(skill, { n, seed, split, size, unique: true }).map((e) => ({ question: e.question, prompt: e.question, reference: e.answer })),
   verify: (t, c) => reward(t.question, c),
+  fromQuestion: skillQuestion(skill, size, true),
 })
 
 /** The toy task of @moa/expert's tiny checkpoint: `rev <word>` → the word reversed (letters a–h, 2–5 long). */
@@ -62,6 +77,7 @@ export const revTasks = (): TaskSpec => ({
     if (!m) throw new Error(`"${t.question}" is not a rev question`)
     return c.trim() === [...m[1]!].reverse().join("") ? 1 : 0
   },
+  fromQuestion: (q) => (/^rev [a-z]+$/.test(q.trim()) ? { question: q.trim(), prompt: q.trim() } : undefined),
 })
 
 export const taskSpecOf = (name: string): TaskSpec => {

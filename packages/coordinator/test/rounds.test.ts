@@ -1,6 +1,6 @@
 // An ORPO round (DPO family: pairs of a right answer and the expert's own wrong ones) over NATS raises the held-out accuracy of a deliberately weak tiny expert (CI-size
 // sort, ~37% greedy); the candidate is promoted (KV registry, weights in the Object Store) and can
-// be rolled back. (The faults test is in ../wip/faults.test.ts: it still hangs, see docs/coordinator.md.)
+// be rolled back. Faults: faults.test.ts; kill and resume: resume.test.ts; weights across hosts: weights.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"

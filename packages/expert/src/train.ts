@@ -193,7 +193,43 @@ export class Trainer {
     return this.busy
   }
 
+  /**
+   * Run a job. A job with a `jobId` is idempotent: asked again while it runs, the second caller
+   * waits for the same result (a coordinator that was restarted mid-job re-sends it); asked again
+   * after it finished, the saved version's summary is returned instead of training twice.
+   */
   async run(req: TrainRequest, opts: { signal?: AbortSignal; takenVersions?: ReadonlyArray<string> } = {}): Promise<TrainResponse> {
+    if (req.jobId === undefined) return this.train(req, opts)
+    const running = this.byJob.get(req.jobId)
+    if (running) return running
+    const done = this.finished(req.adapter, req.jobId)
+    if (done) return done
+    const p = this.train(req, opts).finally(() => this.byJob.delete(req.jobId!))
+    this.byJob.set(req.jobId, p)
+    return p
+  }
+  private readonly byJob = new Map<string, Promise<TrainResponse>>()
+
+  /** The summary of a version a job with this id already saved (`<adapter>/<version>.json`), if any. */
+  private finished(adapter: string, jobId: string): TrainResponse | undefined {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(adapter)) return undefined
+    const dir = path.join(this.store.adaptersDir, adapter)
+    if (!fs.existsSync(dir)) return undefined
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.endsWith(".json")) continue
+      try {
+        const s = JSON.parse(fs.readFileSync(path.join(dir, f), "utf8")) as Record<string, unknown>
+        if (s.jobId !== jobId || typeof s.version !== "string" || !this.store.hasVersion(adapter, s.version)) continue
+        const r = Schema.decodeUnknownEither(TrainResponse)(s, { onExcessProperty: "ignore" })
+        if (r._tag === "Right") return r.right
+      } catch {
+        // not a summary
+      }
+    }
+    return undefined
+  }
+
+  private async train(req: TrainRequest, opts: { signal?: AbortSignal; takenVersions?: ReadonlyArray<string> }): Promise<TrainResponse> {
     const t0 = performance.now()
     // ---- validate at the boundary, before touching the model
     const name = checkAdapterName(req.adapter, "adapter")
