@@ -16,10 +16,12 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { defineAgent, defineCluster, type AgentDefinition } from "@moa/runtime"
+import { defineAgent, defineCluster, type AgentDefinition, type VerbHandler } from "@moa/runtime"
 import { defineExpert } from "@moa/expert"
-import { SKILLS, toPrompt, parse, type SkillName } from "@moa/skills"
+import { SKILLS, toPrompt, toCompletion, parse, detectSkill, type SkillName } from "@moa/skills"
+import { defineCoordinator, plainSkillTasks } from "@moa/coordinator"
 import type { GenerateChunk, GenerateRequest, GenerateResponse } from "@moa/protocol"
+import { aggregatorExpert, hasAggregator } from "./aggregator.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 export const ARTIFACTS = path.join(here, "artifacts")
@@ -70,6 +72,27 @@ async function* parsedStream(question: string, inner: AsyncIterable<GenerateChun
   }
 }
 
+/**
+ * A training record with plain questions and answers (what the coordinator builds from the
+ * experts' plain answers) in the model's own format; records that are not questions of a skill
+ * (already in the model's format) pass unchanged.
+ */
+export const toModelRecord = (item: unknown): unknown => {
+  if (typeof item !== "object" || item === null) return item
+  const r = item as Record<string, unknown>
+  const q = typeof r.prompt === "string" ? r.prompt.trim() : undefined
+  if (q === undefined || detectSkill(q) === undefined) return item
+  const c = (a: unknown) => (typeof a === "string" ? toCompletion(q, a) : a)
+  return {
+    ...r,
+    prompt: toPrompt(q),
+    ...("completion" in r ? { completion: c(r.completion) } : {}),
+    ...("chosen" in r ? { chosen: c(r.chosen) } : {}),
+    ...("rejected" in r ? { rejected: c(r.rejected) } : {}),
+    ...(Array.isArray(r.completions) ? { completions: r.completions.map(c) } : {}),
+  }
+}
+
 /** A model-backed expert that speaks plain questions (the skill's format inside). */
 export const skillExpert = (name: string, adapter?: SkillName): AgentDefinition => {
   const def = defineExpert({
@@ -81,10 +104,14 @@ export const skillExpert = (name: string, adapter?: SkillName): AgentDefinition 
     env: { OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? "1" },
   })
   const inner = def.handlers.generate as (req: GenerateRequest, ctx: unknown) => Promise<GenerateResponse> | GenerateResponse | AsyncIterable<GenerateChunk>
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const train = def.handlers.train as VerbHandler<any, any, any, any>
   return {
     ...def,
     handlers: {
       ...def.handlers,
+      // preference data arrives in plain questions and answers; the model trains on its format
+      train: { ...train, handle: (req: { data: ReadonlyArray<unknown> }, ctx) => train.handle({ ...req, data: req.data.map(toModelRecord) }, ctx) } satisfies typeof train,
       generate: (req: GenerateRequest, ctx: unknown) => {
         const out = inner({ ...req, prompt: modelPrompt(req.prompt) }, ctx)
         if (req.stream) return parsedStream(req.prompt, out as AsyncIterable<GenerateChunk>)
@@ -109,7 +136,8 @@ const router = defineAgent({
     const meta = JSON.parse(fs.readFileSync(path.join(GATE_DIR, "gate.json"), "utf8"))
     const gate = Gate.fromSafetensors(meta.config, new Uint8Array(fs.readFileSync(path.join(GATE_DIR, "gate.safetensors"))))
     const features = featuresFromSpec(meta.config.features)
-    const experts = EXPERTS.map((e) => natsExpert(ctx.nc, ctx.cluster, e))
+    // the aggregator model is a client too (not in the gate): `aggregator: { kind: "model", expert: "aggregator" }`
+    const experts = [...EXPERTS, ...(hasAggregator() ? ["aggregator"] : [])].map((e) => natsExpert(ctx.nc, ctx.cluster, e))
     const r = new Router({
       experts,
       gate: { gate, features, version: meta.version ?? "artifacts" },
@@ -117,20 +145,11 @@ const router = defineAgent({
       deadlineMs: 20_000,
       scorers: { reward: async (q: string, a: string) => { try { return reward(q, a) } catch { return 0 } } },
     })
-    // health from $SRV.STATS: a 2 s reply window, so an expert busy decoding on a loaded machine is
-    // not taken for dead (the default 500 ms window marked live experts down here)
-    const monitor = new ClusterMonitor(ctx.nc, ctx.cluster, () => r.clientList)
-    let polling = true
-    const loop = (async () => {
-      while (polling) {
-        await monitor.poll(2000).catch(() => {})
-        await new Promise((res) => setTimeout(res, 1000))
-      }
-    })()
-    const stopMonitor = async () => {
-      polling = false
-      await loop
-    }
+    // health from $SRV.STATS: the monitor widens its reply window after a miss (500 ms → 4 s), and
+    // an expert is marked down only after 3 missed polls, 5 s without a sign of life and no call
+    // in flight (a busy expert on a loaded machine answers late, it is not dead)
+    const monitor = new ClusterMonitor(ctx.nc, ctx.cluster, () => r.clientList).start()
+    const stopMonitor = () => monitor.stop()
     const svc = await serveRouter(ctx.nc, ctx.cluster, r, { name: "router" })
     await publishGate(ctx.nc, ctx.cluster, gate, { version: meta.version ?? "artifacts", metrics: meta.metrics }).catch((e: Error) => ctx.log.warn({ err: e.message }, "could not publish the gate"))
     return { r, svc, stopMonitor }
@@ -147,7 +166,25 @@ const router = defineAgent({
   },
 })
 
+/**
+ * The coordinator: preference rounds (ORPO by default: it was the algorithm that raised the
+ * weak expert in packages/coordinator's tests) over the five skill experts, on plain questions
+ * of each skill, scored by the skill's verifiable reward. Start one from the console
+ * (`/round start`, `/round watch`) or with `moa call coordinator round '{"experts":["add"]}'`.
+ */
+const coordinator = defineCoordinator({
+  experts: SKILLS.map((s) => ({ name: s, tasks: plainSkillTasks(s) })),
+  algo: "orpo",
+  prompts: 32,
+  k: 6,
+  heldOut: 100,
+  hyper: { maxSteps: 40, learningRate: 1e-3 },
+  maxTokens: 16,
+})
+
 export default defineCluster({
   name: "skills",
-  agents: [...SKILLS.map((s) => skillExpert(s, s)), skillExpert("base"), router],
+  // the aggregator model (train-aggregator.ts) joins when it has been trained; the router's
+  // `{ kind: "model", expert: "aggregator" }` aggregator asks it
+  agents: [...SKILLS.map((s) => skillExpert(s, s)), skillExpert("base"), ...(hasAggregator() ? [aggregatorExpert()] : []), router, coordinator],
 })
