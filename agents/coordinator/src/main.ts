@@ -4,7 +4,7 @@
  *
  *   tsx agents/coordinator/src/main.ts --nats nats://… --cluster skills --run r1 --algo dpo
  *       --rounds 3 --experts sort=sort[,rev=rev] [--k 6] [--prompts 24] [--held-out 60]
- *       [--seed 0] [--hyper '{"learningRate":0.005}'] [--min-gain 0]
+ *       [--seed 0] [--hyper '{"learningRate":0.005}'] [--min-gain 0] [--source tasks|feedback]
  *
  * Killed mid-round and started again with the same --run, it carries on from the first step
  * not recorded in the round-events stream (docs/coordinator.md).
@@ -15,7 +15,7 @@ import { programArgs } from "@moa/runtime/args"
 
 const USAGE =
   "usage: moa-coordinator --nats URL --cluster NAME --run ID --algo dpo|ipo|simpo|orpo|kto|ppo|grpo --rounds N --experts name[=task][@adapter],… " +
-  "[--k 6] [--prompts 24] [--held-out 60] [--seed 0] [--hyper JSON] [--min-gain 0]\n"
+  "[--k 6] [--prompts 24] [--held-out 60] [--seed 0] [--hyper JSON] [--min-gain 0] [--source tasks|feedback]\n"
 const { die, flag, num } = programArgs("moa-coordinator", USAGE)
 const algo = flag("algo") ?? "dpo"
 if (!isAlgo(algo)) die(`--algo ${algo}: expected dpo, ipo, simpo, orpo, kto, ppo or grpo`)
@@ -32,6 +32,8 @@ try {
   die((e as Error).message)
 }
 const nats = flag("nats") ?? process.env.MOA_NATS_URL ?? die("--nats URL is required")
+const source = flag("source") ?? "tasks"
+if (source !== "tasks" && source !== "feedback") die(`--source ${source}: expected tasks (the experts' task sets) or feedback (the console's ratings)`)
 const opts = {
   cluster: flag("cluster") ?? "moa",
   run: flag("run") ?? `run-${Date.now()}`,
@@ -44,6 +46,7 @@ const opts = {
   seed: num("seed"),
   minGain: num("min-gain"),
   hyper,
+  promptSource: source as "tasks" | "feedback",
   onEvent: (e: unknown) => process.stdout.write(`${JSON.stringify(e)}\n`),
 }
 Effect.runPromise(runRounds(nats, opts)).then(

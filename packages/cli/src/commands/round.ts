@@ -1,7 +1,7 @@
 /**
  * `moa round start|status|rollback`: preference rounds run by the coordinator (docs/coordinator.md).
  *
- *   moa round start --algo dpo --rounds 3 --experts sort=sort [--run r1] [--k 6] [--prompts 24] [--held-out 60] [--plot rounds.svg]
+ *   moa round start --algo dpo --rounds 3 --experts sort=sort [--run r1] [--k 6] [--prompts 24] [--held-out 60] [--source tasks|feedback] [--plot rounds.svg]
  *   moa round status [--run r1]
  *   moa round rollback <expert> <version>
  */
@@ -39,7 +39,7 @@ const progressLine = (e: RoundEvent): string => {
   const d = e.data as Record<string, any>
   const what =
     e.step === "baseline" ? `held-out ${pct(d.accuracy)} (${d.version})`
-    : e.step === "samples" ? `${d.prompts} prompts × ${d.k}: reward ${Number(d.rewardMean).toFixed(3)}, ${d.examples} ${d.algorithm} examples`
+    : e.step === "samples" ? `${d.prompts} ${d.source === "feedback" ? "feedback " : ""}prompts × ${d.k}: reward ${Number(d.rewardMean).toFixed(3)}, ${d.examples} ${d.algorithm} examples`
     : e.step === "trained" ? `trained ${d.version} from ${d.baseVersion}: ${d.steps} steps, loss ${Number(d.lossFirst).toFixed(3)} → ${Number(d.lossLast).toFixed(3)}`
     : e.step === "evaluated" ? `candidate ${d.version}: held-out ${pct(d.accuracy)}`
     : e.step === "decided" ? `${d.promote ? "promoted" : "kept current"}: ${d.reason}`
@@ -59,6 +59,10 @@ const start = Command.make(
     prompts: Options.integer("prompts").pipe(Options.withDescription("training prompts per round and expert"), Options.withDefault(24)),
     heldOut: Options.integer("held-out").pipe(Options.withDescription("held-out prompts per evaluation"), Options.withDefault(60)),
     hyper: Options.text("hyper").pipe(Options.withDescription("training hyper-parameters as JSON, e.g. {\"learningRate\":0.002,\"maxSteps\":20}"), Options.optional),
+    source: Options.choice("source", ["tasks", "feedback"]).pipe(
+      Options.withDescription("training prompts: the experts' task sets, or feedback = the questions, ratings and better answers users gave in moa console"),
+      Options.withDefault("tasks" as const),
+    ),
     plot: Options.text("plot").pipe(Options.withDescription("SVG of reward and accuracy per round (default rounds-<run>.svg)"), Options.optional),
     nats,
     cluster,
@@ -84,6 +88,7 @@ const start = Command.make(
               prompts: o.prompts,
               heldOut: o.heldOut,
               hyper,
+              promptSource: o.source,
               onEvent: (e) => process.stdout.write(`${progressLine(e)}\n`),
             })
             if (c.state.log.length > 0) process.stdout.write(`resuming: ${c.state.log.length} steps already recorded\n`)
