@@ -198,6 +198,7 @@ def bench(spec):
         cmed = cpu[len(cpu) // 2]
         out.append({"name": cfgd["name"], "params": sum(p.numel() for p in model.parameters()),
                     "stepMs": med * 1000, "tokensPerSec": B * T / med,
+                    "bestStepMs": times[0] * 1000, "tokensPerSecBest": B * T / times[0],
                     "cpuMsPerStep": cmed * 1000, "tokensPerCpuSec": B * T / cmed})
     return out
 

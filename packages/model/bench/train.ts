@@ -69,6 +69,26 @@ for (const i of configIdx) {
     results.train.push({ ...r, backend: be })
   }
 }
+// The 2-thread comparison, interleaved: on a shared 2-core machine a 2-thread run's OpenMP regions
+// wait for a core other processes hold, so runs minutes apart see different loads. Alternating
+// short PyTorch and native runs (same steps) gives both the same conditions; the best step of all
+// rounds is the least disturbed estimate of each side's speed, the median of round medians the typical one.
+const duelRounds = quick ? 2 : 3
+results.duel = []
+for (const i of configIdx.filter((k) => k > 0)) {
+  const c = CONFIGS[i]
+  const torch: any[] = [], nat: any[] = []
+  for (let r = 0; r < duelRounds; r++) {
+    log(`2-thread duel ${c.name}, round ${r + 1}/${duelRounds}`)
+    const t = runPy(["bench", JSON.stringify({ threads: 2, steps, configs: [{ ...c }] })], 2)
+    torch.push(t?.results?.[0] ?? t)
+    nat.push(runWorker(["train", "native", String(i), String(steps)]))
+  }
+  const best = (rs: any[]) => Math.max(...rs.map((x) => x?.tokensPerSecBest ?? 0))
+  const med = (rs: any[]) => { const v = rs.map((x) => x?.tokensPerSec ?? 0).sort((a, b) => a - b); return v[Math.floor(v.length / 2)] }
+  results.duel.push({ config: c.name, rounds: duelRounds, torchBest: best(torch), nativeBest: best(nat), torchMedian: med(torch), nativeMedian: med(nat),
+    loads: [torch, nat].map((rs) => rs.map((x) => x?.error).filter(Boolean)) })
+}
 results.generate = []
 for (const i of configIdx) {
   // native: the fused decode (one addon call per step); native before: tfjs ops (MOA_FUSED_DECODE=0 MOA_FUSED_OPS=0)
@@ -120,6 +140,14 @@ for (const i of configIdx) {
   }
   results.summary.push(s)
   lines.push(`| ${c.name} | ${fmt(params)} | ${fmt(s.native)} | ${fmt(s.nativeBefore)} | ${fmt(s.wasm)} | ${fmt(s.cpu)} | ${fmt(s.torch1)} | ${fmt(s.torch2)} | ${fmt(s.ratio1, 2)}× | ${fmt(s.ratio2, 2)}× | ${fmt(s.ratioBefore2, 2)}× | ${fmt(s.mfuNative, 1)}% (${fmt(s.mfuBefore, 1)}%) | ${fmt(s.mfuTorch2, 1)}% |`)
+}
+lines.push("", "### Native vs PyTorch, both on 2 threads, interleaved", "")
+lines.push(`${duelRounds} rounds per model, each a PyTorch 2-thread run then a native 2-thread run of ${steps} steps (after 2 warm-up steps), one after the other, so both see the same machine load. ` +
+  "Best step: the fastest step of all rounds, the least disturbed by other processes; median: the median of the rounds' median steps.", "")
+lines.push("| model | PyTorch 2 thr, best step | native 2 thr, best step | native / PyTorch (best) | PyTorch 2 thr, median | native 2 thr, median | native / PyTorch (median) |")
+lines.push("|---|---:|---:|---:|---:|---:|---:|")
+for (const d of results.duel) {
+  lines.push(`| ${d.config} | ${fmt(d.torchBest)} | ${fmt(d.nativeBest)} | ${fmt(d.nativeBest / d.torchBest, 2)}× | ${fmt(d.torchMedian)} | ${fmt(d.nativeMedian)} | ${fmt(d.nativeMedian / d.torchMedian, 2)}× |`)
 }
 lines.push("", "### The same runs in CPU time (robust to other processes on the machine)", "")
 lines.push("Tokens per CPU-second (process user+sys time; for multi-threaded runs this sums all threads, spin-waits included, so it is a measure of work, not of latency). " +

@@ -27,7 +27,9 @@ async function train(backend: Backend, cfg: BenchConfig, steps: number, before: 
     cpuTimes.push((c.user + c.system) / 1000)
   }
   const ms = median(times)
+  const best = Math.min(...times)
   return { kind: "train", backend, variant: before ? "before" : "engine", desc, source, config: cfg.name, params, steps, stepMs: ms, tokensPerSec: (cfg.batch * cfg.contextLength * 1000) / ms,
+    bestStepMs: best, tokensPerSecBest: (cfg.batch * cfg.contextLength * 1000) / best,
     cpuMsPerStep: median(cpuTimes), tokensPerCpuSec: (cfg.batch * cfg.contextLength * 1000) / median(cpuTimes), losses }
 }
 
