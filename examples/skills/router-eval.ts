@@ -28,10 +28,16 @@ import { parseArgs } from "node:util"
 import { connect } from "@nats-io/transport-node"
 import { startNatsServer } from "@moa/bus/testing"
 import { SKILLS, generate as skillQuestions, allCapitals, reward, type Example } from "@moa/skills"
+import { initBackend, loadCheckpoint } from "@moa/model"
 import {
   ClusterMonitor,
   Gate,
   Router,
+  defaultGateConfig,
+  evaluateRouting,
+  ngramFeatures,
+  pooledHiddenFeatures,
+  trainGate,
   aggregateWithModel,
   bestOfN,
   featuresFromSpec,
@@ -91,8 +97,37 @@ const questions: Example[] = SKILLS.flatMap((s) => {
   return caps.filter((_, i) => i % step === (step > 1 ? 1 : 0)).slice(0, N)
 })
 
-// ---------------------------------------------------------------- the cluster
+// ---------------------------------------------------------------- gate features on the trained base
+// The issue asks which gate input works better: hashed character n-grams, or the base model's
+// pooled hidden states. Both gates are fitted the same way on the same labelled training
+// questions (as train.ts fits the committed gate) and measured on this run's held-out questions.
 const t0 = Date.now()
+const featureRows: Array<{ name: string; top1: number; top2: number; per: Record<string, number>; msPerPrompt: number }> = []
+{
+  await initBackend(undefined)
+  const { model, tokenizer } = loadCheckpoint(path.join(ARTIFACTS, "base"))
+  const held = new Set(questions.map((q) => q.question))
+  const train = SKILLS.flatMap((s) => (s === "capital" ? allCapitals() : skillQuestions(s, { n: 300, seed: 1, split: "train" })).filter((e) => !held.has(e.question)))
+  const test = questions.map((q) => ({ prompt: q.question, expert: q.skill, skill: q.skill }))
+  const y = train.map((e) => EXPERTS.map((x) => (x === e.skill ? 1 : 0)))
+  for (const [name, f] of [
+    ["hashed char n-grams (512 buckets)", ngramFeatures({ dim: 512 })],
+    [`mean last hidden state of the trained skills base (d${model.config.dModel}, ${model.config.nLayers} layers)`, pooledHiddenFeatures(model, tokenizer)],
+  ] as const) {
+    const s0 = performance.now()
+    const x = await f.extract(train.map((e) => e.question))
+    const msPerPrompt = (performance.now() - s0) / train.length
+    const g = new Gate(defaultGateConfig(EXPERTS, f.spec, { k: 1 }), 1)
+    await trainGate(g, x, y, { epochs: 100 })
+    const r = await evaluateRouting(g, f, test)
+    featureRows.push({ name, top1: r.top1, top2: r.top2, per: Object.fromEntries(SKILLS.map((s) => [s, r.perSkill[s]?.top1 ?? 0])), msPerPrompt })
+    g.dispose()
+  }
+  model.dispose()
+  log(`gate features compared in ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+}
+
+// ---------------------------------------------------------------- the cluster
 const nats = await startNatsServer({ jetstream: true })
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "moa-router-eval-"))
 const agents = [...EXPERTS, ...(useAggregator ? ["aggregator"] : [])]
@@ -324,13 +359,19 @@ for (const s of SKILLS) {
   say(`| ${s} | ${a > 0 ? `\`${e}\` ${pct(a)}` : "none (all 0%)"} | ${pct(moeAcc.per[s]!)} | ${pct(accOf(moa.answers).per[s]!)} | ${selfCells.join(" | ")} |`)
 }
 say()
+say(`Gate input (the issue's question: n-grams or the base's hidden states), both gates fitted on the same ${SKILLS.length} × ~300 labelled training questions, 100 epochs, measured on the held-out questions above:`)
+say()
+say(`| features | top-1 | top-2 | ${SKILLS.join(" | ")} | features per prompt |`)
+say(`|---|---|---|${SKILLS.map(() => "---").join("|")}|---|`)
+for (const f of featureRows) say(`| ${f.name} | ${pct(f.top1)} | ${pct(f.top2)} | ${SKILLS.map((s) => pct(f.per[s]!)).join(" | ")} | ${f.msPerPrompt.toFixed(3)} ms |`)
+say()
 const md = lines.join("\n")
 process.stdout.write(`${md}\n`)
 
 fs.mkdirSync(path.join(root, "packages/router/bench/results"), { recursive: true })
 fs.writeFileSync(
   path.join(root, "packages/router/bench/results/skills-cluster.json"),
-  JSON.stringify({ date: new Date().toISOString(), command: cmd, n: N, k: K, samples: SAMPLES, temperatures: TS, routedRight, rows, aggregators: { moa: aggMoa, "self-moa": Object.fromEntries(aggSelf.map(([T, t]) => [String(T), t])) }, artifacts: report, aggregator: aggReport, seconds: totalSec }, null, 2) + "\n",
+  JSON.stringify({ date: new Date().toISOString(), command: cmd, n: N, k: K, samples: SAMPLES, temperatures: TS, routedRight, rows, gateFeatures: featureRows, aggregators: { moa: aggMoa, "self-moa": Object.fromEntries(aggSelf.map(([T, t]) => [String(T), t])) }, artifacts: report, aggregator: aggReport, seconds: totalSec }, null, 2) + "\n",
 )
 if (!values["no-doc"]) {
   const doc = path.join(root, "docs/router.md")
