@@ -12,7 +12,7 @@ import type { NatsConnection } from "@nats-io/nats-core"
 import { AckPolicy, DeliverPolicy, RetentionPolicy, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm, type KV } from "@nats-io/kv"
 import { Objm, type ObjectStore } from "@nats-io/obj"
-import { weightsBucket } from "@moa/expert"
+import { registryBucket, weightsBucket } from "@moa/expert"
 import { eventKey, type RoundEvent } from "./logic.ts"
 
 export interface RegistryEntry {
@@ -66,7 +66,7 @@ export class Store {
     }
     await ensure(`MOA_ROUNDS_${cluster}`, { subjects: [`moa.${cluster}.rounds.>`], duplicate_window: 10 * 60 * 1e9 })
     await ensure(`MOA_JOBS_${cluster}`, { subjects: [`moa.${cluster}.jobs.>`], retention: RetentionPolicy.Workqueue, duplicate_window: 10 * 60 * 1e9 })
-    const kv = await new Kvm(nc).create(`moa_adapters_${cluster}`, { history: 10 })
+    const kv = await new Kvm(nc).create(registryBucket(cluster), { history: 10 })
     const obj = await new Objm(nc).create(weightsBucket(cluster))
     return new Store(nc, cluster, jetstream(nc), jsm, kv, obj)
   }

@@ -3,7 +3,8 @@
 // itself); a second expert process of the same name with another artifacts folder — another host —
 // fetches them over NATS when a rollback, a promotion or a request names them, into its own
 // folder, byte-identical and validated, and serves the same answers. Rollback to any version with
-// one call, across the two "hosts"; objects that could escape the folder or are not an adapter are refused.
+// one call, across the "hosts"; every replica follows the registry (KV), so a promotion or rollback
+// reaches the replicas on every host; objects that could escape the folder or are not an adapter are refused.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -26,6 +27,7 @@ let work: string
 let model: string
 let hostA: ExpertProc | undefined
 let hostB: ExpertProc | undefined
+let hostC: ExpertProc | undefined
 
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-weights-"))
@@ -40,12 +42,14 @@ afterAll(async () => {
   await nc?.close()
   await hostA?.stop()
   await hostB?.stop()
+  await hostC?.stop()
   await nats?.stop()
   if (work) fs.rmSync(work, { recursive: true, force: true })
 })
 
 const dirA = () => path.join(work, "hostA")
 const dirB = () => path.join(work, "hostB")
+const dirC = () => path.join(work, "hostC")
 const prompts = skillTasks("sort").tasks("test", 12, 5).map((t) => t.prompt)
 const answers = (adapter?: string) =>
   Promise.all(prompts.map((prompt) => client.call(`sort`, "generate", { prompt, temperature: 0, maxTokens: 12, ...(adapter ? { adapter } : {}) }).then((r) => r.text)))
@@ -84,21 +88,21 @@ describe("adapter weights across hosts through the Object Store", () => {
     hostA = undefined
   }, 300_000)
 
-  it("host B (another artifacts folder) fetches a rolled-back version over NATS and serves it like host A", async () => {
+  it("host B (another artifacts folder) fetches the registry's version at start, and any version a rollback or a request names", async () => {
     hostB = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: dirB() })
-    expect((await adapters()).adapters).toEqual([])
+    // it follows the registry: v2 (current there) is fetched over NATS and served without being asked
+    await until(async () => (await adapters()).adapters.find((a) => a.name === "sort")?.current === "v2")
+    for (const f of ["adapter_config.json", "adapter_model.safetensors"])
+      expect(fs.readFileSync(path.join(dirB(), "adapters/sort/v2", f)).equals(fs.readFileSync(path.join(dirA(), "adapters/sort/v2", f)))).toBe(true)
+    expect(await answers("sort")).toEqual(seenA.v2) // "sort" = its current version
+    // a request that names a version host B never had fetches it too
+    expect(fs.existsSync(path.join(dirB(), "adapters/sort/v1"))).toBe(false)
+    expect(await answers("sort@v1")).toEqual(seenA.v1)
+    expect(fs.existsSync(path.join(dirB(), "adapters/sort/v1/adapter_model.safetensors"))).toBe(true)
+    // rollback with one call: to v1, to the base, forward to v2
     const r = await rollback(nc, CLUSTER, "sort", "v1")
     expect(r.current).toBe("v1")
-    expect(r.history.at(-1)?.action).toBe("rollback")
-    const got = path.join(dirB(), "adapters/sort/v1")
-    for (const f of ["adapter_config.json", "adapter_model.safetensors"])
-      expect(fs.readFileSync(path.join(got, f)).equals(fs.readFileSync(path.join(dirA(), "adapters/sort/v1", f)))).toBe(true)
-    expect((await adapters()).adapters).toEqual([{ name: "sort", current: "v1", versions: ["v1"], loaded: expect.any(Array) }])
-    expect(await answers("sort")).toEqual(seenA.v1) // "sort" = its current version
-    // a request that names a version host B never had fetches it too
-    expect(await answers("sort@v2")).toEqual(seenA.v2)
-    expect(fs.existsSync(path.join(dirB(), "adapters/sort/v2/adapter_model.safetensors"))).toBe(true)
-    // rollback to base, then forward again: from B's own disk this time
+    expect(await answers("sort")).toEqual(seenA.v1)
     expect((await rollback(nc, CLUSTER, "sort", "base")).current).toBe("base")
     expect((await failure(answers("sort"))).code).toBe("NOT_FOUND")
     expect(await answers()).toEqual(seenA.base)
@@ -129,4 +133,34 @@ describe("adapter weights across hosts through the Object Store", () => {
     expect(fs.existsSync(path.join(work, "evil"))).toBe(false)
     expect(await answers("sort")).toEqual(seenA.v2)
   }, 120_000)
+
+  it("two replicas of the expert on two hosts share its queue group; one rollback reaches both", async () => {
+    hostC = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: dirC() })
+    const currents = async () => {
+      const seen = new Map<number, string | undefined>()
+      for (let i = 0; i < 40; i++) {
+        const m = await client.call<{ pid: number; adapters: { adapters: { name: string; current: string }[] } }>("sort", "model-info", {})
+        seen.set(m.pid, m.adapters.adapters.find((a) => a.name === "sort")?.current)
+      }
+      return seen
+    }
+    // the new replica picked up the registry's v2 at start
+    await until(async () => [...(await currents()).values()].every((v) => v === "v2") && (await currents()).size === 2)
+    await rollback(nc, CLUSTER, "sort", "v1")
+    await until(async () => {
+      const c = await currents()
+      return c.size === 2 && [...c.values()].every((v) => v === "v1")
+    })
+    expect(fs.existsSync(path.join(dirC(), "adapters/sort/v1/adapter_model.safetensors"))).toBe(true)
+    await rollback(nc, CLUSTER, "sort", "base")
+    await until(async () => {
+      const c = await currents()
+      return c.size === 2 && [...c.values()].every((v) => v === undefined)
+    })
+  }, 300_000)
 })
+
+/** Polls `ok` every 250 ms until it holds (the test's own timeout bounds it). */
+async function until(ok: () => Promise<boolean>): Promise<void> {
+  while (!(await ok().catch(() => false))) await new Promise((r) => setTimeout(r, 250))
+}

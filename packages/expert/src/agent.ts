@@ -33,7 +33,7 @@ import { defineAgent, resolveArtifactPath, verb, type AgentDefinition, type Hand
 import { AdapterStore } from "./adapters.ts"
 import { defaultBatching, Engine, type BatchingOptions } from "./engine.ts"
 import { Trainer, TrainRequest, TrainResponse } from "./train.ts"
-import { fetchVersion, storedVersions, uploadVersion, weightsBucket } from "./weights.ts"
+import { fetchVersion, followRegistry, storedVersions, uploadVersion, weightsBucket } from "./weights.ts"
 
 export const EXPERT_VERSION = "0.1.0"
 
@@ -65,6 +65,8 @@ export interface ExpertState {
   readonly store: AdapterStore
   readonly trainer: Trainer
   readonly info: () => ModelInfo
+  /** the registry follower (agents only) */
+  readonly follow?: { stop(): void }
 }
 
 /**
@@ -180,12 +182,15 @@ export async function createExpert(o: ExpertOptions, ctx?: Pick<SetupContext, "s
 
 const adaptersList = (store: AdapterStore) => ({ adapters: store.list(), inMemory: store.loadedKeys(), maxLoaded: store.maxLoaded, evictions: store.evictions, loads: store.loads })
 
+/** What fetching weights needs of a handler's (or the setup's) context. */
+type WeightsContext = Pick<HandlerContext<ExpertState>, "nc" | "cluster" | "agent" | "log"> & { readonly state: Pick<ExpertState, "store"> }
+
 /**
  * Make sure `name@version` is on this expert's disk: when it is not, fetch it from the cluster's
  * Object Store (another replica or host trained it) into the artifacts folder and register it.
  * NOT_FOUND, naming what exists locally and in the bucket, when neither has it.
  */
-async function ensureVersion(ctx: HandlerContext<ExpertState>, name: string, version: string, field: string): Promise<void> {
+async function ensureVersion(ctx: WeightsContext, name: string, version: string, field: string): Promise<void> {
   const store = ctx.state.store
   if (store.hasVersion(name, version)) return
   // concurrent requests for the same missing version share one fetch
@@ -198,7 +203,7 @@ async function ensureVersion(ctx: HandlerContext<ExpertState>, name: string, ver
 }
 const fetching = new Map<string, Promise<void>>()
 
-async function fetchOrRegister(ctx: HandlerContext<ExpertState>, name: string, version: string, field: string): Promise<void> {
+async function fetchOrRegister(ctx: WeightsContext, name: string, version: string, field: string): Promise<void> {
   const store = ctx.state.store
   // on this disk but not registered (the adapter was unloaded, e.g. rolled back to the base)
   const here = path.join(store.adaptersDir, name, version)
@@ -247,8 +252,26 @@ export function defineExpert(o: ExpertOptions): AgentDefinition<ExpertState> {
     description: o.description ?? `model-backed expert serving ${o.model}`,
     env: o.env,
     metadata: { modelDir: o.model },
-    setup: (ctx) => createExpert(o, ctx),
+    setup: async (ctx) => {
+      const state = await createExpert(o, ctx)
+      // every replica, on every host, serves the version the registry names (promotions and
+      // rollbacks reach them all, and a replica started later picks up the current one)
+      const wctx: WeightsContext = { nc: ctx.nc, cluster: ctx.cluster, agent: ctx.agent, log: ctx.log, state }
+      const follow = followRegistry(ctx.nc, ctx.cluster, ctx.agent, async (e) => {
+        const store = state.store
+        if (e.current === "base") {
+          if (store.has(e.adapter) && o.defaultAdapter !== e.adapter) store.unload(e.adapter)
+          return
+        }
+        if (store.list().find((a) => a.name === e.adapter)?.current === e.current) return
+        await ensureVersion(wctx, e.adapter, e.current, "version")
+        store.load({ name: e.adapter, version: e.current })
+        ctx.log.info({ adapter: e.adapter, version: e.current }, "serving the registry's version")
+      }, (m, d) => ctx.log.debug(d ?? {}, m))
+      return { ...state, follow }
+    },
     teardown: (state) => {
+      state.follow?.stop()
       state.engine.close()
     },
     handlers: {

@@ -7,4 +7,4 @@ export { Engine, defaultBatching, tokenLogProbs, type BatchingOptions, type Engi
 export { AdapterStore, compareVersions, type AdapterListEntry } from "./adapters.ts"
 export { Trainer, TrainRequest, TrainResponse, TrainAlgorithms, LoraSpec, type TrainAlgorithm } from "./train.ts"
 export { buildTinyCheckpoint, toyExamples, TINY_ALPHABET, type TinyCheckpointOptions } from "./fixture.ts"
-export { weightsBucket, weightsPrefix, uploadVersion, fetchVersion, storedVersions, ADAPTER_FILES } from "./weights.ts"
+export { weightsBucket, registryBucket, weightsPrefix, uploadVersion, fetchVersion, storedVersions, followRegistry, ADAPTER_FILES, type RegistryCurrent } from "./weights.ts"

@@ -219,9 +219,14 @@ export class Trainer {
       if (!f.endsWith(".json")) continue
       try {
         const s = JSON.parse(fs.readFileSync(path.join(dir, f), "utf8")) as Record<string, unknown>
-        if (s.jobId !== jobId || typeof s.version !== "string" || !this.store.hasVersion(adapter, s.version)) continue
+        if (s.jobId !== jobId || typeof s.version !== "string" || !/^v\d+$/.test(s.version)) continue
+        // the version's folder, not its registration: a rollback to the base unregisters the adapter
+        const vdir = path.join(dir, s.version)
+        if (!fs.existsSync(path.join(vdir, "adapter_config.json"))) continue
         const r = Schema.decodeUnknownEither(TrainResponse)(s, { onExcessProperty: "ignore" })
-        if (r._tag === "Right") return r.right
+        if (r._tag !== "Right") continue
+        if (!this.store.hasVersion(adapter, s.version)) this.store.addVersion(adapter, s.version, vdir, false)
+        return r.right
       } catch {
         // not a summary
       }

@@ -18,10 +18,13 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { Objm, type ObjectStore } from "@nats-io/obj"
+import { Kvm } from "@nats-io/kv"
 import { moaError } from "@moa/protocol"
 import { checkAdapterName } from "./adapters.ts"
 
 export const weightsBucket = (cluster: string) => `moa_weights_${cluster}`
+/** The coordinator's adapter registry (KV): `<expert>` → `{ expert, adapter, current, history }`. */
+export const registryBucket = (cluster: string) => `moa_adapters_${cluster}`
 export const weightsPrefix = (expert: string, adapter: string, version: string) => `${expert}/${adapter}/${version}/`
 /** The files of a PEFT adapter folder that travel (nothing else is written from the bucket). */
 export const ADAPTER_FILES: ReadonlyArray<string> = ["adapter_config.json", "adapter_model.safetensors"]
@@ -112,5 +115,66 @@ export async function fetchVersion(
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true })
     throw e
+  }
+}
+
+export interface RegistryCurrent {
+  readonly adapter: string
+  readonly current: string
+}
+
+/**
+ * Watch the registry entry of `expert` and call `apply` with `{ adapter, current }` for its last
+ * value and every change (one at a time). Waits for the bucket to exist (the coordinator creates
+ * it), re-opens the watch when it ends; an entry that is not a registry entry, or an `apply` that
+ * fails, is logged and skipped.
+ */
+export function followRegistry(
+  nc: NatsConnection,
+  cluster: string,
+  expert: string,
+  apply: (e: RegistryCurrent) => Promise<void>,
+  log: (msg: string, data?: Record<string, unknown>) => void,
+  retryMs = 5000,
+): { stop(): void } {
+  let stopped = false
+  let iter: { stop(): void } | undefined
+  void (async () => {
+    while (!stopped && !nc.isClosed()) {
+      try {
+        const kv = await new Kvm(nc).open(registryBucket(cluster))
+        await kv.status() // throws when the bucket does not exist yet
+        const w = await kv.watch({ key: expert })
+        iter = w
+        if (stopped) w.stop()
+        for await (const e of w) {
+          if (e.operation !== "PUT") continue
+          let v: Partial<RegistryCurrent> = {}
+          try {
+            v = e.json<Partial<RegistryCurrent>>()
+          } catch {
+            // checked below
+          }
+          if (typeof v.adapter !== "string" || typeof v.current !== "string" || !/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(v.adapter) || !(v.current === "base" || VERSION_RE.test(v.current))) {
+            log("registry entry is not { adapter, current }: ignored", { key: e.key, revision: e.revision })
+            continue
+          }
+          try {
+            await apply({ adapter: v.adapter, current: v.current })
+          } catch (err) {
+            log("could not serve the registry's version", { adapter: v.adapter, current: v.current, error: String((err as Error)?.message ?? err) })
+          }
+        }
+      } catch (err) {
+        log("adapter registry not available yet", { bucket: registryBucket(cluster), error: String((err as Error)?.message ?? err) })
+      }
+      if (!stopped) await new Promise((r) => setTimeout(r, retryMs))
+    }
+  })()
+  return {
+    stop: () => {
+      stopped = true
+      iter?.stop()
+    },
   }
 }
