@@ -40,10 +40,13 @@ const checkVersion = (v: string) => {
 const open = async (nc: NatsConnection, cluster: string, create: boolean): Promise<ObjectStore | undefined> => {
   const objm = new Objm(nc)
   try {
-    return create ? await objm.create(weightsBucket(cluster)) : await objm.open(weightsBucket(cluster))
+    // open first: an expert's credential may read and write the bucket but not create streams
+    const os = await objm.open(weightsBucket(cluster))
+    await os.status() // throws when the bucket does not exist
+    return os
   } catch (e) {
     if (!create) return undefined // no bucket (or no JetStream): nothing stored
-    throw e
+    return objm.create(weightsBucket(cluster))
   }
 }
 
