@@ -40,14 +40,30 @@ export interface ClusterResources {
   readonly registryBucket: string
   /** Object Store bucket for checkpoints and adapters. */
   readonly artifactsBucket: string
+  /** The coordinator's round-events stream, subjects `moa.<cluster>.rounds.>`. */
+  readonly roundsStream: string
+  /** KV bucket of the adapter registry (expert → current version + history): the coordinator writes it, every expert replica watches its key. */
+  readonly adaptersBucket: string
+  /** Object Store bucket of adapter weights: an expert puts the versions it trains, any expert fetches the versions it lacks. */
+  readonly weightsBucket: string
+  /** The console's feedback stream (ratings, better answers), read by the coordinator. */
+  readonly feedbackStream: string
 }
 
-/** Names used by the rest of moa (the router's gate store: `moa_<cluster>_registry` / `_artifacts`). */
+/**
+ * Names used by the rest of moa: the router's gate store (`moa_<cluster>_registry` / `_artifacts`),
+ * the coordinator's jobs, round events, adapter registry and weights (packages/coordinator
+ * store.ts, packages/expert weights.ts) and the console's feedback stream.
+ */
 export const defaultResources = (cluster: string): ClusterResources => ({
-  jobsStream: `moa-${cluster}-jobs`,
+  jobsStream: `MOA_JOBS_${cluster}`,
   eventsStream: `moa-${cluster}-events`,
   registryBucket: `moa_${cluster}_registry`,
   artifactsBucket: `moa_${cluster}_artifacts`,
+  roundsStream: `MOA_ROUNDS_${cluster}`,
+  adaptersBucket: `moa_adapters_${cluster}`,
+  weightsBucket: `moa_weights_${cluster}`,
+  feedbackStream: `MOA_FEEDBACK_${cluster}`,
 })
 
 /** Subject a training job for `agent` is published on (captured by the jobs stream). */
@@ -160,12 +176,26 @@ export const permissionsFor = (spec: NormalizedSpec, role: RoleSpec): Permission
   const r = spec.resources
   const kv = `KV_${r.registryBucket}`
   const obj = `OBJ_${r.artifactsBucket}`
+  const adapters = `KV_${r.adaptersBucket}`
+  const weights = `OBJ_${r.weightsBucket}`
   const inbox = `${inboxPrefixFor(userName(role))}.>`
   const svc = spec.serviceNames.map((n) => n.replaceAll("{cluster}", c).replaceAll("{agent}", role.name))
   const events = `moa.${c}.events.>`
-  // What every agent process needs: events, registry reads, artifact objects, $SRV for itself.
+  // What every agent process needs: events, registry reads, artifact objects, $SRV for itself;
+  // adapter registry reads (experts follow it) and adapter weights (experts put and fetch them).
   const agentBase = {
-    pub: [events, "$JS.API.INFO", ...jsRead(kv), ...jsRead(obj), `$O.${r.artifactsBucket}.>`, `$JS.API.STREAM.PURGE.${obj}`],
+    pub: [
+      events,
+      "$JS.API.INFO",
+      ...jsRead(kv),
+      ...jsRead(obj),
+      `$O.${r.artifactsBucket}.>`,
+      `$JS.API.STREAM.PURGE.${obj}`,
+      ...jsRead(adapters),
+      ...jsRead(weights),
+      `$O.${r.weightsBucket}.>`,
+      `$JS.API.STREAM.PURGE.${weights}`,
+    ],
     sub: [`moa.${c}.${role.name}.>`, inbox, ...serviceSubs(svc)],
   }
   switch (role.kind) {
@@ -206,12 +236,17 @@ export const permissionsFor = (spec: NormalizedSpec, role: RoleSpec): Permission
             `moa.${c}.>`,
             "$SRV.>",
             `$KV.${r.registryBucket}.>`,
+            `$KV.${r.adaptersBucket}.>`,
             "$JS.API.STREAM.NAMES",
             "$JS.API.STREAM.LIST",
             ...jsManage(r.jobsStream),
             ...jsManage(r.eventsStream),
+            ...jsManage(r.roundsStream),
             ...jsManage(kv),
             ...jsManage(obj),
+            ...jsManage(adapters),
+            ...jsManage(weights),
+            ...jsRead(r.feedbackStream),
           ],
         },
         subscribe: { allow: [...agentBase.sub, events] },

@@ -92,13 +92,13 @@ describe("moa auth init output", () => {
     // coordinator: creates the cluster's streams and buckets, writes the registry, sends a job
     const { nc: coord } = await as("coordinator-coord")
     const jsm = await jetstreamManager(coord)
-    await jsm.streams.add({ name: "moa-t-jobs", subjects: ["moa.t.jobs.>"] })
+    await jsm.streams.add({ name: "MOA_JOBS_t", subjects: ["moa.t.jobs.>"] })
     await jsm.streams.add({ name: "moa-t-events", subjects: ["moa.t.events.>"] })
     const kv = await new Kvm(coord).create("moa_t_registry")
     await kv.put("t.geo.adapter", "geo-v1")
     const objs = await new Objm(coord).create("moa_t_artifacts")
     await objs.putBlob({ name: "adapters/geo/v1.bin" }, new Uint8Array([1, 2, 3, 4]))
-    await jsm.consumers.add("moa-t-jobs", { durable_name: "geo", filter_subject: "moa.t.jobs.geo", ack_policy: AckPolicy.Explicit })
+    await jsm.consumers.add("MOA_JOBS_t", { durable_name: "geo", filter_subject: "moa.t.jobs.geo", ack_policy: AckPolicy.Explicit })
     await jetstream(coord).publish("moa.t.jobs.geo", te.encode("train geo on batch 1"))
 
     // expert geo: a NATS service on its own subject, reading registry + objects, pulling its job
@@ -110,7 +110,7 @@ describe("moa auth init output", () => {
     const gobj = await new Objm(geo).open("moa_t_artifacts")
     expect([...((await gobj.getBlob("adapters/geo/v1.bin")) ?? [])]).toEqual([1, 2, 3, 4])
     await gobj.putBlob({ name: "adapters/geo/v2.bin" }, new Uint8Array([5, 6])) // trained adapters go to the Object Store
-    const consumer = await jetstream(geo).consumers.get("moa-t-jobs", "geo")
+    const consumer = await jetstream(geo).consumers.get("MOA_JOBS_t", "geo")
     const job = await consumer.next({ expires: 2000 })
     expect(job && td.decode(job.data)).toBe("train geo on batch 1")
     await job!.ackAck()
@@ -155,7 +155,7 @@ describe("moa auth init output", () => {
     expect(String(await snoopRouter.closed)).toMatch(/Permissions Violation for Subscription/)
     // ... or calling another expert, or pulling another expert's jobs
     await expect(geo.request("moa.t.math.generate", te.encode("hi"), { timeout: 2000 })).rejects.toThrow(/Permissions Violation for Publish to "moa.t.math.generate"/)
-    await expect(jetstreamManager(geo).then((m) => m.consumers.add("moa-t-jobs", { name: "steal", filter_subject: "moa.t.jobs.math" }))).rejects.toThrow(/Permissions Violation/)
+    await expect(jetstreamManager(geo).then((m) => m.consumers.add("MOA_JOBS_t", { name: "steal", filter_subject: "moa.t.jobs.math" }))).rejects.toThrow(/Permissions Violation/)
     // 3. writing the registry
     const kv = await new Kvm(geo).open("moa_t_registry")
     await expect(kv.put("t.geo.adapter", "geo-evil")).rejects.toThrow(/Permissions Violation for Publish to "\$KV.moa_t_registry.t.geo.adapter"/)
