@@ -246,7 +246,7 @@ export const permissionsFor = (spec: NormalizedSpec, role: RoleSpec): Permission
             ...jsManage(obj),
             ...jsManage(adapters),
             ...jsManage(weights),
-            ...jsRead(r.feedbackStream),
+            ...jsManage(r.feedbackStream), // created here so the console may write it
           ],
         },
         subscribe: { allow: [...agentBase.sub, events] },
@@ -260,7 +260,20 @@ export const permissionsFor = (spec: NormalizedSpec, role: RoleSpec): Permission
       }
     case "console":
       return {
-        publish: { allow: [`moa.${c}.${spec.router}.>`, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", "$SRV.*.*", "$SRV.*.*.*"] },
+        publish: {
+          allow: [
+            `moa.${c}.${spec.router}.>`,
+            "$SRV.PING",
+            "$SRV.INFO",
+            "$SRV.STATS",
+            "$SRV.*.*",
+            "$SRV.*.*.*",
+            // ratings and better answers into the feedback stream (the coordinator creates it)
+            `moa.${c}.feedback.>`,
+            "$JS.API.INFO",
+            `$JS.API.STREAM.INFO.${r.feedbackStream}`,
+          ],
+        },
         subscribe: { allow: [inbox, events] },
       }
   }

@@ -66,6 +66,8 @@ export class Store {
     }
     await ensure(`MOA_ROUNDS_${cluster}`, { subjects: [`moa.${cluster}.rounds.>`], duplicate_window: 10 * 60 * 1e9 })
     await ensure(`MOA_JOBS_${cluster}`, { subjects: [`moa.${cluster}.jobs.>`], retention: RetentionPolicy.Workqueue, duplicate_window: 10 * 60 * 1e9 })
+    // the console's ratings and better answers (its credential may publish there but not create streams)
+    await ensure(`MOA_FEEDBACK_${cluster}`, { subjects: [`moa.${cluster}.feedback.>`] })
     const kv = await new Kvm(nc).create(registryBucket(cluster), { history: 10 })
     const obj = await new Objm(nc).create(weightsBucket(cluster))
     return new Store(nc, cluster, jetstream(nc), jsm, kv, obj)

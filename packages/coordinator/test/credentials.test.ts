@@ -1,7 +1,7 @@
 // Issue 8 under `moa auth init` credentials (nkeys + mutual TLS, a real nats-server with the
 // generated permissions): the coordinator's credential can create and use everything a round needs
 // (round events, the jobs work queue, the adapter registry, the weights bucket, reading the
-// console's feedback); an expert's credential can put the versions it trains in the weights bucket,
+// console's feedback, which the console's credential may write); an expert's credential can put the versions it trains in the weights bucket,
 // fetch versions it lacks and follow its registry entry — and is refused writing the registry,
 // publishing a training job or recording a round event, with the refusal logged.
 import { afterAll, beforeAll, expect, it } from "vitest"
@@ -15,6 +15,7 @@ import { Kvm } from "@nats-io/kv"
 import { freePort } from "@moa/bus/testing"
 import { authInit, natsAuthOptions, startServerProcess, type AuthInitResult, type ServerProcess } from "@moa/cluster-net"
 import { fetchVersion, followRegistry, registryBucket, storedVersions, uploadVersion, type RegistryCurrent } from "@moa/expert"
+import { recordFeedback } from "../../cli/src/console/feedback.ts"
 import { Store, readFeedback } from "../src/index.ts"
 
 const CLUSTER = "cc"
@@ -59,6 +60,11 @@ it("the coordinator's and an expert's credentials can do their part of a round a
   job!.ack()
   await store.putRegistry({ expert: "sort", adapter: "sort", current: "v1", history: [{ version: "v1", action: "promoted", at: "t" }] })
   expect(await readFeedback(coord, CLUSTER)).toEqual({ items: [], invalid: [], lastSeq: 0 })
+  // the console's credential stores a rating (with the console's own writer); the coordinator reads it
+  const consoleNc = await as("console")
+  await recordFeedback(consoleNc, CLUSTER, { kind: "rating", question: "sort cab", answer: "abc", rating: 1, mode: "moe", expert: "sort", at: "t" })
+  expect((await readFeedback(coord, CLUSTER)).items).toEqual([{ kind: "rating", question: "sort cab", answer: "abc", rating: 1, mode: "moe", expert: "sort", at: "t" }])
+  await expect(jetstream(consoleNc).publish(`moa.${CLUSTER}.jobs.sort`, "job")).rejects.toThrow(/Permissions Violation for Publish/)
 
   // expert sort: puts a version it trained, lists and fetches versions, follows its registry entry
   const sort = await as("expert-sort")
