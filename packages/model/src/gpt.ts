@@ -113,7 +113,7 @@ export class GPT {
   private ropeRot?: tf.Tensor2D
   private ropeTable?: { cos: Float32Array; sin: Float32Array }
   private dropoutCounter = 0
-  /** the native backend's fused GELU / norm / causal-softmax ops during a forward pass, when available */
+  /** the native backend's fused GELU / norm / causal-softmax / attention ops during a forward pass, when available */
   private ops?: FusedOps
 
   constructor(config: GPTConfig, opts: { seed?: number } = {}) {
