@@ -8,7 +8,7 @@
  * Steps (all in this process, on the committed artifacts: base, the five skill adapters, the gate):
  *   1. candidate sets the cluster produces, for training questions of every skill:
  *        moa      — the greedy answers of the gate's top-k experts (what `moa` mode's layer 0 gets)
- *        self-moa — `samples` answers of the gate's top-1 expert at temperature T (what `self-moa` gets)
+ *        self-moa — `samples` answers of the gate's top-1 expert at each temperature T (what `self-moa` gets)
  *      Each expert answers exactly as in the cluster: the same base + adapter, the skill's own
  *      prompt format inside, the plain answer out (cluster.ts modelPrompt / userAnswer).
  *   2. rows: prompt = the router's aggregator prompt over a set (moa's in the gate's order, best
@@ -49,9 +49,9 @@ export interface TrainAggregatorOptions {
   readonly evalPerSkill?: number
   /** moa proposers: the gate's top-k (default 3). */
   readonly k?: number
-  /** self-moa samples per question and their temperature (default 5 at 0.8). */
+  /** self-moa samples per question, at each of these temperatures (default 5 at 0.3 and at 0.8). */
   readonly samples?: number
-  readonly temperature?: number
+  readonly temperatures?: ReadonlyArray<number>
   /** Share of the sets with no right candidate that are kept (the model must then correct, not pick) (default 0.1). */
   readonly keepAllWrong?: number
   /** Training budget in minutes (default 5). */
@@ -79,7 +79,7 @@ export interface TrainAggregatorResult {
   readonly finalLoss: number
   readonly seconds: number
   /** Held-out, per set kind (moa / self-moa) and skill. */
-  readonly report: Record<"moa" | "self-moa", Record<string, AggregatorScores>>
+  readonly report: Record<string, Record<string, AggregatorScores>>
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`
@@ -110,7 +110,8 @@ const questionsFor = (n: number, split: "train" | "test", seed: number): Example
 
 interface Produced {
   readonly moa: CandidateSet & { weights: number[] }
-  readonly selfMoa: CandidateSet
+  /** One set per sampling temperature. */
+  readonly selfMoa: CandidateSet[]
 }
 
 /**
@@ -124,14 +125,14 @@ const produceCandidates = async (
   gate: Gate,
   features: Awaited<ReturnType<typeof featuresFromSpec>>,
   questions: ReadonlyArray<Example>,
-  o: { k: number; samples: number; temperature: number; seed: number },
+  o: { k: number; samples: number; temperatures: ReadonlyArray<number>; seed: number },
 ): Promise<Produced[]> => {
   const probs = gate.probs(await features.extract(questions.map((q) => q.question)))
   const E = gate.experts
   const ranked = probs.map((p) => [...p.keys()].sort((a, b) => p[b]! - p[a]!))
   const topK = ranked.map((r) => r.slice(0, o.k).map((i) => E[i]!))
   const greedy: Array<Record<string, string>> = questions.map(() => ({}))
-  const sampled: string[][] = questions.map(() => [])
+  const sampled: string[][][] = questions.map(() => o.temperatures.map(() => []))
   const BATCH = 64
   const run = (idx: number[], temperature: number, seed: number): string[] => {
     const out: string[] = []
@@ -151,7 +152,9 @@ const produceCandidates = async (
     a?.attach(model)
     try {
       run(wantGreedy, 0, o.seed).forEach((t, m) => (greedy[wantGreedy[m]!]![e] = t))
-      for (let s = 0; s < o.samples; s++) run(wantSamples, o.temperature, o.seed * 1000 + s * 7919).forEach((t, m) => sampled[wantSamples[m]!]!.push(t))
+      o.temperatures.forEach((T, ti) => {
+        for (let s = 0; s < o.samples; s++) run(wantSamples, T, o.seed * 1000 + s * 7919 + ti * 104729).forEach((t, m) => sampled[wantSamples[m]!]![ti]!.push(t))
+      })
     } finally {
       a?.detach()
       a?.dispose()
@@ -163,7 +166,7 @@ const produceCandidates = async (
     const sum = p.reduce((x, y) => x + y, 0)
     return {
       moa: { question: q.question, answer: q.answer, candidates: chosen.map((e) => greedy[i]![e]!), weights: p.map((x) => x / sum) },
-      selfMoa: { question: q.question, answer: q.answer, candidates: sampled[i]! },
+      selfMoa: sampled[i]!.map((candidates) => ({ question: q.question, answer: q.answer, candidates })),
     }
   })
 }
@@ -178,7 +181,7 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
   const evalPerSkill = o.evalPerSkill ?? 40
   const k = o.k ?? 3
   const samples = o.samples ?? 5
-  const temperature = o.temperature ?? 0.8
+  const temperatures = o.temperatures ?? [0.3, 0.8]
   const minutes = o.minutes ?? 5
   const batchSize = o.batchSize ?? 32
   const keepAllWrong = o.keepAllWrong ?? 0.1
@@ -191,7 +194,7 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
   if (!(Number.isInteger(evalPerSkill) && evalPerSkill >= 0)) throw new Error(`evalPerSkill must be an integer ≥ 0, got ${evalPerSkill}`)
   if (!(Number.isInteger(k) && k >= 1 && k <= EXPERTS.length)) throw new Error(`k must be an integer in 1..${EXPERTS.length}, got ${k}`)
   if (!(Number.isInteger(samples) && samples >= 1 && samples <= 9)) throw new Error(`samples must be an integer in 1..9, got ${samples}`)
-  if (!(temperature > 0)) throw new Error(`temperature must be > 0, got ${temperature}`)
+  if (temperatures.length === 0 || !temperatures.every((t) => t > 0 && t <= 10)) throw new Error(`temperatures must be numbers in (0, 10], got [${temperatures.join(", ")}]`)
   if (!(minutes > 0)) throw new Error(`minutes must be > 0, got ${minutes}`)
   for (const f of ["base/config.json", "gate/gate.json", ...SKILLS.map((s) => `adapters/${s}/adapter_config.json`)])
     if (!fs.existsSync(path.join(artifacts, f))) throw new Error(`${path.join(artifacts, f)} is missing: train the base, the adapters and the gate first (npm run train:skills)`)
@@ -214,8 +217,8 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
   // 1. candidate sets from the experts
   let t = Date.now()
   const trainQs = questionsFor(perSkill, "train", seed)
-  const produced = await produceCandidates(model, tok, adapters, gate, features, trainQs, { k, samples, temperature, seed })
-  const sets = produced.flatMap((p) => [p.moa, p.selfMoa])
+  const produced = await produceCandidates(model, tok, adapters, gate, features, trainQs, { k, samples, temperatures, seed })
+  const sets = produced.flatMap((p) => [p.moa, ...p.selfMoa])
   const right = (s: CandidateSet) => s.candidates.some((c) => c === normalizeAnswer(s.answer))
   log(`aggregator: ${sets.length} candidate sets from ${trainQs.length} training questions in ${((Date.now() - t) / 1000).toFixed(0)} s (${pct(sets.filter(right).length / sets.length)} with a right candidate)`)
 
@@ -228,7 +231,7 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
   const keep = (s: CandidateSet) => right(s) || ((r0 = (Math.imul(r0, 1664525) + 1013904223) >>> 0) / 4294967296 < keepAllWrong)
   const wire = [
     ...produced.filter((p) => keep(p.moa)).map((p) => ({ prompt: formatAggregatorPrompt(p.moa.question, p.moa.candidates), completion: normalizeAnswer(p.moa.answer) })),
-    ...buildAggregatorDataset(produced.map((p) => p.selfMoa), { orders: 2, seed, keepAllWrong }),
+    ...buildAggregatorDataset(produced.flatMap((p) => p.selfMoa), { orders: 2, seed, keepAllWrong }),
   ]
   const encoded = wire.map((r) => encodeExample(tok, internal(r.prompt, r.completion)))
   const rows = encoded.filter((r) => r.ids.length <= ctx)
@@ -259,14 +262,15 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
   log(`aggregator: ${rows.length} rows, ${r.steps} steps in ${((Date.now() - t) / 1000).toFixed(0)} s, final loss ${r.finalLoss.toFixed(4)} → ${out}`)
 
   // 4. held-out: the three aggregators on the same candidate sets
-  const report: TrainAggregatorResult["report"] = { moa: {}, "self-moa": {} }
+  const report: TrainAggregatorResult["report"] = {}
   if (evalPerSkill > 0) {
     adapter.detach()
     const testQs = questionsFor(evalPerSkill, "test", seed + 1000)
-    const heldOut = await produceCandidates(model, tok, adapters, gate, features, testQs, { k, samples, temperature, seed: seed + 1000 })
+    const heldOut = await produceCandidates(model, tok, adapters, gate, features, testQs, { k, samples, temperatures, seed: seed + 1000 })
     adapter.attach(model)
-    for (const kind of ["moa", "self-moa"] as const) {
-      const ss = heldOut.map((p) => (kind === "moa" ? p.moa : { ...p.selfMoa, weights: p.selfMoa.candidates.map(() => 1) }))
+    for (const kind of ["moa", ...temperatures.map((T) => `self-moa T=${T}`)]) {
+      const ti = kind === "moa" ? -1 : temperatures.findIndex((T) => kind === `self-moa T=${T}`)
+      const ss = heldOut.map((p) => (ti < 0 ? p.moa : { ...p.selfMoa[ti]!, weights: p.selfMoa[ti]!.candidates.map(() => 1) }))
       const views = ss.map((s) => aggregatorView(s.question, s.candidates, ctx))
       const answers: string[] = []
       for (let i = 0; i < views.length; i += 64) {
@@ -274,10 +278,11 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
         const gens = generate(model, tok, views.slice(i, i + 64).map((v) => v.prompt), { maxTokens, temperature: 0 })
         answers.push(...gens.map((g, m) => normalizeAnswer(readAggregatorOutput(views[i + m]!, g.text))))
       }
+      report[kind] = {}
       for (const s of [...SKILLS, "mixed"]) {
         const idx = ss.map((_, i) => i).filter((i) => s === "mixed" || testQs[i]!.skill === s)
         const acc = (f: (i: number) => string) => idx.filter((i) => f(i) === normalizeAnswer(ss[i]!.answer)).length / idx.length
-        report[kind][s] = {
+        report[kind]![s] = {
           n: idx.length,
           vote: acc((i) => weightedVote(ss[i]!.candidates.map((text, j) => ({ expert: "", text, weight: ss[i]!.weights[j]! }))).answer),
           bestOfN: acc((i) => {
@@ -297,7 +302,7 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
       log(`\naggregators on held-out ${kind} candidate sets (${evalPerSkill} questions per skill, in-process)\n`)
       log(`| aggregator | mixed | ${SKILLS.join(" | ")} |\n|---|---|${SKILLS.map(() => "---").join("|")}|`)
       for (const [name, key] of [["vote", "vote"], ["best-of-n (reward)", "bestOfN"], ["aggregator model", "model"], ["any candidate right", "anyRight"]] as const)
-        log(`| ${name} | ${[ "mixed", ...SKILLS].map((s) => pct(report[kind][s]![key])).join(" | ")} |`)
+        log(`| ${name} | ${[ "mixed", ...SKILLS].map((s) => pct(report[kind]![s]![key])).join(" | ")} |`)
     }
   }
   adapter.detach()
@@ -307,7 +312,7 @@ export async function trainAggregator(o: TrainAggregatorOptions = {}): Promise<T
   const seconds = (Date.now() - t0) / 1000
   fs.writeFileSync(
     path.join(out, "report.json"),
-    JSON.stringify({ date: new Date().toISOString(), baseSha256: baseFileHash(path.join(artifacts, "base")), perSkill, evalPerSkill, k, samples, temperature, minutes, batchSize, lr, keepAllWrong, backend: backend.name, rows: rows.length, steps: r.steps, finalLoss: r.finalLoss, seconds, report }, null, 2) + "\n",
+    JSON.stringify({ date: new Date().toISOString(), baseSha256: baseFileHash(path.join(artifacts, "base")), perSkill, evalPerSkill, k, samples, temperatures, minutes, batchSize, lr, keepAllWrong, backend: backend.name, rows: rows.length, steps: r.steps, finalLoss: r.finalLoss, seconds, report }, null, 2) + "\n",
   )
   log(`aggregator: done in ${seconds.toFixed(0)} s`)
   return { out, rows: rows.length, steps: r.steps, finalLoss: r.finalLoss, seconds, report }
@@ -323,7 +328,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       eval: { type: "string", default: "40" },
       k: { type: "string", default: "3" },
       samples: { type: "string", default: "5" },
-      temperature: { type: "string", default: "0.8" },
+      temperatures: { type: "string", default: "0.3,0.8" },
       minutes: { type: "string", default: "5" },
       batch: { type: "string", default: "32" },
       lr: { type: "string", default: "5e-3" },
@@ -338,7 +343,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     evalPerSkill: Number(values.eval),
     k: Number(values.k),
     samples: Number(values.samples),
-    temperature: Number(values.temperature),
+    temperatures: (values.temperatures ?? "").split(",").filter(Boolean).map(Number),
     minutes: Number(values.minutes),
     batchSize: Number(values.batch),
     lr: Number(values.lr),
