@@ -192,7 +192,9 @@ export class GPT {
   linear(name: string, x: tf.Tensor2D): tf.Tensor2D {
     const weight = this.p(`${name}.weight`) as tf.Tensor as tf.Tensor2D
     const bias = this.params.get(`${name}.bias`) as tf.Tensor as tf.Tensor1D | undefined // lm_head has none
+    const ops = this.ops
     const base = (x: tf.Tensor2D): tf.Tensor2D => {
+      if (ops?.linear && x.rank === 2 && x.dtype === "float32") return ops.linear(x, weight, bias) // one fused kernel on native
       const y = tf.matMul(x, weight) as tf.Tensor2D
       return bias ? (tf.add(y, bias) as tf.Tensor2D) : y
     }

@@ -88,6 +88,21 @@ describe.skipIf(!built)("fused native training ops vs the tfjs composition on cp
     mask.dispose()
   })
 
+  it("linear x·W + b in one kernel: output and gradients for x, W, b; without bias; only the gradients asked for", async () => {
+    expect(ops.linear).toBeDefined()
+    await compare("linear", [[128, 128], [128, 512], [512]], (x, w, b) => tf.add(tf.matMul(x, w), b),
+      (x, w, b) => ops.linear!(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D))
+    await compare("linear, no bias", [[128, 512], [512, 128]], (x, w) => tf.matMul(x, w),
+      (x, w) => ops.linear!(x as tf.Tensor2D, w as tf.Tensor2D))
+    // a frozen weight (LoRA's base): the gradient of x alone runs one product, not two
+    await tf.setBackend("native")
+    const x = rnd([64, 32], 1), w = rnd([32, 48], 2), b = rnd([48], 3)
+    const info = await tf.profile(() => tf.grad((xi: tf.Tensor) => tf.sum(ops.linear!(xi as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D)))(x))
+    expect(info.kernels.filter((k) => k.name === "BatchMatMul").length).toBe(1)
+    expect((info.result as tf.Tensor).shape).toEqual([64, 32])
+    tf.dispose([x, w, b, info.result as tf.Tensor])
+  })
+
   it("causal self-attention from the (B*T, C) projections: output and gradients for q, k, v", async () => {
     const B = 2, T = 64, nh = 4, hs = 32, C = nh * hs, s = 1 / Math.sqrt(hs)
     const mask = causal(T, T)

@@ -1070,6 +1070,36 @@ static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// linear(x, w, b, y, N, K, M): y[N,M] = x[N,K]·w[K,M] + b[M] (b empty: no bias) — the bias rows
+// are written first and sgemm accumulates onto them (beta = 1): one pass less than gemm + add.
+// ---------------------------------------------------------------------------------------------
+static napi_value js_linear(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  float *x, *w, *b, *y;
+  size_t nb;
+  int64_t N, K, M;
+  if (!get_f32(env, argv[0], &x, NULL) || !get_f32(env, argv[1], &w, NULL) || !get_f32(env, argv[2], &b, &nb) ||
+      !get_f32(env, argv[3], &y, NULL) || !get_int(env, argv[4], &N) || !get_int(env, argv[5], &K) ||
+      !get_int(env, argv[6], &M))
+    return NULL;
+  if (nb > 0 && nb != (size_t)M) {
+    napi_throw_range_error(env, NULL, "moa_native.linear: bias length differs from the output width");
+    return NULL;
+  }
+  if (nb > 0)
+    for (int64_t r = 0; r < N; r++) memcpy(y + r * M, b, sizeof(float) * (size_t)M);
+  if (K == 0) {
+    if (nb == 0) memset(y, 0, sizeof(float) * (size_t)(N * M));
+    return NULL;
+  }
+  const int par = g_threads > 1 && 2.0 * (double)N * (double)M * (double)K >= GEMM_PAR_MIN_FLOPS;
+  blas_threads(par ? g_threads : 1);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)M, (int)K, 1.0f, x, (int)K, w, (int)M,
+              nb > 0 ? 1.0f : 0.0f, y, (int)M);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
 static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char* name;
@@ -1082,6 +1112,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"layerNorm", js_layernorm},    {"layerNormGrad", js_layernorm_grad},
       {"causalSoftmax", js_causal_softmax}, {"softmaxGrad", js_softmax_grad},
       {"attention", js_attention},    {"attentionGrad", js_attention_grad},
+      {"linear", js_linear},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -36,6 +36,8 @@ export interface NativeAddon {
   attention?(q: Float32Array, k: Float32Array, v: Float32Array, y: Float32Array, p: Float32Array, B: number, T: number, nh: number, scale: number): void
   attentionGrad?(q: Float32Array, k: Float32Array, v: Float32Array, p: Float32Array, dy: Float32Array, dq: Float32Array, dk: Float32Array,
     dv: Float32Array, B: number, T: number, nh: number, scale: number): void
+  /** y[N,M] = x[N,K]·w[K,M] + b (b empty: no bias) */
+  linear?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, N: number, K: number, M: number): void
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
     beta2: number, eps: number, weightDecay: number, bc1: number, bc2: number, gradScale: number): void
 }

@@ -432,6 +432,13 @@ export const FUSED_KERNELS: Record<string, KernelFn> = {
     be.addon.attention!(need(be, q, "MoaAttention"), need(be, k, "MoaAttention"), need(be, v, "MoaAttention"), y, p, B, T, nh, scale)
     return [be.out(q.shape.slice(), y), be.out([B, nh, T, T], p)]
   },
+  // x (N, K), w (K, M), b (M) or absent → x·w + b (N, M); its gradient is registered (lazy per input)
+  MoaLinear: ({ inputs: { x, w, b }, backend: be }) => {
+    const [N, K] = x.shape, M = w.shape[1]
+    const y = be.alloc(N * M)
+    be.addon.linear!(need(be, x, "MoaLinear"), need(be, w, "MoaLinear"), b ? need(be, b, "MoaLinear") : EMPTY, y, N, K, M)
+    return be.out([N, M], y)
+  },
   MoaAttentionGrad: ({ inputs: { q, k, v, p, dy }, backend: be, attrs }) => {
     const { B, T, nh, scale } = attrs as { B: number; T: number; nh: number; scale: number }
     const n = size(q.shape)
@@ -472,6 +479,23 @@ export function registerNativeBackend(addon: NativeAddon): void {
   if (typeof addon.gelu === "function" && typeof addon.causalSoftmax === "function") {
     for (const [kernelName, fn] of Object.entries(FUSED_KERNELS))
       tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc: fn as unknown as tf.KernelFunc })
+  }
+  // MoaLinear's gradient as a registered gradient, not a customGrad: tfjs then computes only the
+  // inputs' gradients that are needed (a frozen base weight under LoRA gets none).
+  if (tf.getGradient("MoaLinear") == null) {
+    tf.registerGradient({
+      kernelName: "MoaLinear",
+      inputsToSave: ["x", "w"],
+      gradFunc: (dy, saved) => {
+        const [x, w] = saved
+        const d = dy as tf.Tensor2D
+        return {
+          x: () => tf.matMul(d, w as tf.Tensor2D, false, true),
+          w: () => tf.matMul(x as tf.Tensor2D, d, true, false),
+          b: () => tf.sum(d, 0),
+        }
+      },
+    })
   }
   for (const cfg of tf.getKernelsForBackend("cpu")) {
     const cpuFn = cfg.kernelFunc as unknown as KernelFn

@@ -26,6 +26,8 @@ export interface FusedOps {
    * Absent when the addon predates it.
    */
   attention?(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, B: number, T: number, nh: number, scale: number): tf.Tensor2D
+  /** x (N, K) · w (K, M) + b (M): one kernel; gradients only for the inputs that need one. Absent when the addon predates it. */
+  linear?(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D
 }
 
 const gelu = tf.customGrad(((x: tf.Tensor, save: Save) => {
@@ -97,11 +99,15 @@ const OPS: FusedOps = {
   causalSoftmax,
 }
 const OPS_WITH_ATTENTION: FusedOps = { ...OPS, attention }
+const linear = (x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D) =>
+  run("MoaLinear", b ? { x, w, b } : { x, w }) as tf.Tensor2D
+const OPS_WITH_LINEAR: FusedOps = { ...OPS_WITH_ATTENTION, linear }
 
 /** The fused ops when the active backend is native and its addon has them; else undefined. */
 export function fusedOps(): FusedOps | undefined {
   if (process.env.MOA_FUSED_OPS === "0") return undefined
   const be = tf.backend()
   if (!(be instanceof NativeBackend) || typeof be.addon.gelu !== "function" || typeof be.addon.causalSoftmax !== "function") return undefined
-  return typeof be.addon.attention === "function" ? OPS_WITH_ATTENTION : OPS
+  if (typeof be.addon.attention !== "function") return OPS
+  return typeof be.addon.linear === "function" && process.env.MOA_FUSED_LINEAR !== "0" ? OPS_WITH_LINEAR : OPS_WITH_ATTENTION
 }
