@@ -152,6 +152,25 @@ const stopCluster = async () => {
   fs.rmSync(stateDir, { recursive: true, force: true })
 }
 process.on("SIGINT", () => void stopCluster().then(() => process.exit(130)))
+// whatever goes wrong later, the cluster and the nats-server are not left behind
+const bail = (e: unknown) => {
+  process.stderr.write(`bench:router:skills: ${(e as Error)?.stack ?? String(e)}\n`)
+  void stopCluster().finally(() => process.exit(1))
+}
+process.on("uncaughtException", bail)
+process.on("unhandledRejection", bail)
+process.on("exit", () => {
+  // last resort (an exit we did not plan): signal the supervisor and the server synchronously
+  if (up.exitCode === null && up.signalCode === null) up.kill("SIGTERM")
+  const pid = nats.pid()
+  if (pid !== undefined) {
+    try {
+      process.kill(pid, "SIGTERM")
+    } catch {
+      // already gone
+    }
+  }
+})
 await new Promise<void>((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error(`the cluster did not come up in 10 minutes:\n${upOut.slice(-3000)}`)), 600_000)
   const check = () => {
