@@ -114,8 +114,9 @@ export interface NatsExpertClient extends ExpertClient {
  *   - its last sign of life (a poll that found it, or a call it answered) is `graceMs` old, and
  *   - no call of ours to it is still in flight (a busy expert is working for us; the call's own
  *     deadline decides whether that work failed).
- * Immediately down: an expert never seen alive whose first poll finds nobody, and an expert whose
- * only replicas say they are draining. The monitor also widens its reply window after a miss.
+ * An expert never seen alive is down after `missesToDown` polls found nobody (its first poll may
+ * have started before it was ready); immediately down: an expert whose only replicas say they
+ * are draining. The monitor also widens its reply window after a miss.
  */
 export interface HealthPolicy {
   readonly missesToDown: number
@@ -151,7 +152,11 @@ export const natsExpert = (
   let drained = false
   const pollDown = (): boolean => {
     if (polls === 0 || misses === 0) return false
-    if (!good || drained) return true
+    if (drained) return true
+    // never seen alive: down after `missesToDown` empty polls — not at the first, which may have
+    // started before the expert was ready (agents of a cluster start together; seen in the demo,
+    // where one early poll sent every question of a piped session to the one expert it had found)
+    if (!good) return misses >= policy.missesToDown
     if (inflight > 0) return false
     return misses >= policy.missesToDown && Date.now() - Math.max(lastSeenAt, lastOkAt) >= policy.graceMs
   }

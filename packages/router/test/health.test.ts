@@ -76,11 +76,15 @@ describe("expert health from $SRV.STATS", () => {
     await expect(strict.generate({ prompt: "add 1 2" }, { deadlineMs: 2000 })).rejects.toMatchObject({ reason: "no-responders" })
   }, 60_000)
 
-  it("an expert never seen alive is down at its first empty poll; bad policies are refused", async () => {
+  it("an expert never seen alive is down after missesToDown empty polls (not the first: it may still be starting); bad policies are refused", async () => {
     const ghost = natsExpert(nc, CLUSTER, "ghost")
     expect(ghost.stats().healthy).toBe(true) // not polled yet: benefit of the doubt
-    await new ClusterMonitor(nc, CLUSTER, () => [ghost], 1000, { minWindowMs: 300 }).poll()
-    expect(ghost.stats()).toMatchObject({ healthy: false, replicas: 0 })
+    const monitor = new ClusterMonitor(nc, CLUSTER, () => [ghost], 1000, { minWindowMs: 300, maxWindowMs: 300 })
+    await monitor.poll()
+    await monitor.poll()
+    expect(ghost.stats()).toMatchObject({ healthy: true, replicas: 0, missedPolls: 2 })
+    await monitor.poll()
+    expect(ghost.stats()).toMatchObject({ healthy: false, replicas: 0, missedPolls: 3 })
     expect(() => natsExpert(nc, CLUSTER, "x", { health: { missesToDown: 0 } })).toThrow(/missesToDown/)
     expect(() => natsExpert(nc, CLUSTER, "x", { health: { graceMs: -1 } })).toThrow(/graceMs/)
     expect(() => new ClusterMonitor(nc, CLUSTER, () => [], 1000, { minWindowMs: 500, maxWindowMs: 100 })).toThrow(/minWindowMs/)
