@@ -1,6 +1,6 @@
 /**
  * Train the whole skills cluster from scratch: base (generalist on the mixture) → one LoRA
- * adapter per skill on that base → the gate. Writes examples/skills/artifacts/ and reports
+ * adapter per skill on that base → the gate → the aggregator model. Writes examples/skills/artifacts/ and reports
  * per-skill held-out accuracy (greedy, exact match) and the total time.
  *
  *   npm run train:skills -- --eval 200            # the committed artifacts (budgets in steps below)
@@ -16,7 +16,8 @@
  * Options: --eval N (held-out questions per skill, default 200; capital is always all 494
  * questions), --minutes N (optional cap on the training time, shared out in proportion to the
  * step budgets), --scale F (multiply every step budget), --out DIR (default
- * examples/skills/artifacts), --only base|adapters|gate|eval, --seed N.
+ * examples/skills/artifacts), --only base|adapters|gate|aggregator|eval, --seed N,
+ * --aggregator-minutes N (the aggregator model's training, default 4; 0 skips it).
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     eval: { type: "string", default: "200" },
     out: { type: "string", default: path.join(here, "artifacts") },
     only: { type: "string" },
+    "aggregator-minutes": { type: "string", default: "4" },
     seed: { type: "string", default: "1" },
     skills: { type: "string" },
   },
@@ -51,7 +53,9 @@ if (!(scale > 0)) fail(`--scale must be a positive number, got "${values.scale}"
 const nEval = Number(values.eval)
 if (!(Number.isInteger(nEval) && nEval > 0)) fail(`--eval must be a positive integer, got "${values.eval}"`)
 const only = values.only
-if (only !== undefined && !["base", "adapters", "gate", "eval"].includes(only)) fail(`--only must be base, adapters, gate or eval, got "${only}"`)
+if (only !== undefined && !["base", "adapters", "gate", "aggregator", "eval"].includes(only)) fail(`--only must be base, adapters, gate, aggregator or eval, got "${only}"`)
+const aggregatorMinutes = Number(values["aggregator-minutes"])
+if (!(aggregatorMinutes >= 0)) fail(`--aggregator-minutes must be a number ≥ 0, got "${values["aggregator-minutes"]}"`)
 const seed = Number(values.seed)
 /** --skills add,sort: (re)train only these adapters (with --only adapters). */
 const onlySkills = values.skills === undefined ? undefined : values.skills.split(",").map((x) => x.trim())
@@ -277,7 +281,16 @@ if (only === undefined || only === "gate") {
   console.log(`gate: held-out top-1 ${(100 * right / test.length).toFixed(1)}% of ${test.length}`)
 }
 
-// ---------------------------------------------------------------- 4. evaluation
+// ---------------------------------------------------------------- 4. aggregator
+// the aggregator model (train-aggregator.ts): a LoRA on this base trained on candidate sets the
+// new experts produce; `--aggregator-minutes 0` skips it (the cluster then runs without it)
+if ((only === undefined && aggregatorMinutes > 0) || only === "aggregator") {
+  const { trainAggregator } = await import("./train-aggregator.ts")
+  const r = await trainAggregator({ artifacts: out, minutes: aggregatorMinutes || 4, evalPerSkill: 0, seed })
+  console.log(`aggregator: ${r.rows} rows, ${r.steps} steps in ${r.seconds.toFixed(0)} s, final loss ${r.finalLoss.toFixed(4)} → ${r.out}`)
+}
+
+// ---------------------------------------------------------------- 5. evaluation
 if (only === undefined || only === "eval") {
   const { model, tokenizer: tok } = loadCheckpoint(baseDir)
   const results: Record<string, { base: number; expert: number; n: number }> = {}
