@@ -30,18 +30,26 @@ import { SKILLS, generate, allCapitals, format, type Example, type SkillName } f
 import { Gate, defaultGateConfig, ngramFeatures, trainGate } from "@moa/router"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const { values } = parseArgs({
-  options: {
-    minutes: { type: "string" },
-    scale: { type: "string", default: "1" },
-    eval: { type: "string", default: "200" },
-    out: { type: "string", default: path.join(here, "artifacts") },
-    only: { type: "string" },
-    "aggregator-minutes": { type: "string", default: "4" },
-    seed: { type: "string", default: "1" },
-    skills: { type: "string" },
-  },
-})
+const parsed = (() => {
+  try {
+    return parseArgs({
+      options: {
+        minutes: { type: "string" },
+        scale: { type: "string", default: "1" },
+        eval: { type: "string", default: "200" },
+        out: { type: "string", default: path.join(here, "artifacts") },
+        only: { type: "string" },
+        "aggregator-minutes": { type: "string", default: "4" },
+        seed: { type: "string", default: "1" },
+        skills: { type: "string" },
+      },
+    })
+  } catch (e) {
+    process.stderr.write(`train:skills: ${(e as Error).message}\n`)
+    process.exit(2)
+  }
+})()
+const { values } = parsed
 const fail = (m: string): never => {
   process.stderr.write(`train:skills: ${m}\n`)
   process.exit(2)
