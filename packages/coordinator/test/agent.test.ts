@@ -4,34 +4,27 @@
 // follows the run to its summary, and the events land in the round-events stream that
 // `moa console`'s /round watch reads.
 import { spawn, type ChildProcess } from "node:child_process"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
-import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
-import { makeClient, type AgentClient } from "@moa/runtime"
+import type { AgentClient } from "@moa/runtime"
 import { Store } from "../src/index.ts"
-import { root, startExpert, weakModel, type ExpertProc } from "./helpers.ts"
+import { openHarness, root, type Harness } from "./helpers.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CLUSTER = "cagent"
-let nats: NatsServerHandle
+let h: Harness
 let nc: NatsConnection
 let client: AgentClient
-let work: string
-let sort: ExpertProc
 let coord: ChildProcess
 let coordLog = ""
 
 beforeAll(async () => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-agent-"))
-  const [n, m] = await Promise.all([startNatsServer({ jetstream: true }), weakModel()])
-  nats = n
-  sort = await startExpert({ model: m, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: path.join(work, "sort") })
-  coord = spawn(process.execPath, ["--import", "tsx", path.join(root, "packages/runtime/src/agent-main.ts"), "--cluster", path.join(here, "fixtures/coordinator-cluster.ts"), "--agent", "coordinator", "--nats", nats.url], {
+  h = await openHarness("agent", CLUSTER)
+  ;({ nc, client } = h)
+  await h.expert("sort")
+  coord = spawn(process.execPath, ["--import", "tsx", path.join(root, "packages/runtime/src/agent-main.ts"), "--cluster", path.join(here, "fixtures/coordinator-cluster.ts"), "--agent", "coordinator", "--nats", h.nats.url], {
     cwd: root,
     stdio: ["ignore", "pipe", "pipe", "ipc"],
     env: { ...process.env, MOA_LOG_LEVEL: "info" },
@@ -43,16 +36,11 @@ beforeAll(async () => {
     coord.on("message", (msg: { type?: string }) => msg?.type === "ready" && (clearTimeout(t), ok()))
     coord.once("exit", (code) => fail(new Error(`coordinator exited with ${code}:\n${coordLog}`)))
   })
-  nc = await connect({ servers: nats.url })
-  client = makeClient(nc, CLUSTER)
 }, 400_000)
 
 afterAll(async () => {
   coord?.kill("SIGKILL")
-  await nc?.close()
-  await sort?.stop()
-  await nats?.stop()
-  if (work) fs.rmSync(work, { recursive: true, force: true })
+  await h?.close()
 })
 
 type Status = { running: boolean; run?: string; events: number; summary: { expert: string; accBefore?: number; accCandidate?: number; promoted?: boolean }[]; error?: string }

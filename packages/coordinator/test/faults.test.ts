@@ -4,40 +4,23 @@
 // killed once its job is queued — each is recorded with a clear reason, and the round goes on for
 // the expert that is fine (trained, evaluated, decided).
 import { afterAll, beforeAll, expect, it } from "vitest"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
-import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
 import { Coordinator, Store, skillTasks } from "../src/index.ts"
-import { startExpert, weakModel, type ExpertProc } from "./helpers.ts"
+import { openHarness, type ExpertProc, type Harness } from "./helpers.ts"
 
 const CLUSTER = "cf"
-let nats: NatsServerHandle
+let h: Harness
 let nc: NatsConnection
-let work: string
 let sort: ExpertProc
 let sort2: ExpertProc
 
 beforeAll(async () => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-faults-"))
-  const [n, model] = await Promise.all([startNatsServer({ jetstream: true }), weakModel()])
-  nats = n
-  ;[sort, sort2] = await Promise.all([
-    startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: path.join(work, "sort") }),
-    startExpert({ model, name: "sort2", cluster: CLUSTER, nats: nats.url, artifacts: path.join(work, "sort2") }),
-  ])
-  nc = await connect({ servers: nats.url })
+  h = await openHarness("faults", CLUSTER)
+  nc = h.nc
+  ;[sort, sort2] = await Promise.all([h.expert("sort"), h.expert("sort2")])
 }, 400_000)
 
-afterAll(async () => {
-  await nc?.close()
-  await sort?.stop()
-  await sort2?.stop()
-  await nats?.stop()
-  if (work) fs.rmSync(work, { recursive: true, force: true })
-})
+afterAll(() => h?.close())
 
 it("records bad jobs, a throwing reward function and an expert that disappears, and goes on for the others", async () => {
   const store = await Store.open(nc, CLUSTER)

@@ -5,39 +5,25 @@
 // expert are left out, a message that is not a feedback item is counted and skipped. The round
 // then trains, evaluates on held-out prompts and decides as any other.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { jetstream } from "@nats-io/jetstream"
-import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
 import { makeClient } from "@moa/runtime"
 import { generate, parse, reward, solve } from "@moa/skills"
 import { recordFeedback } from "../../cli/src/console/feedback.ts"
 import { Coordinator, feedbackSource, feedbackTasks, readFeedback, skillTasks, summarize, type FeedbackItem } from "../src/index.ts"
-import { startExpert, weakModel, type ExpertProc } from "./helpers.ts"
+import { openHarness, type Harness } from "./helpers.ts"
 
 const CLUSTER = "cfb"
-let nats: NatsServerHandle
+let h: Harness
 let nc: NatsConnection
-let work: string
-let sort: ExpertProc
 
 beforeAll(async () => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-feedback-"))
-  const [n, model] = await Promise.all([startNatsServer({ jetstream: true }), weakModel()])
-  nats = n
-  sort = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: path.join(work, "sort") })
-  nc = await connect({ servers: nats.url })
+  h = await openHarness("feedback", CLUSTER)
+  nc = h.nc
+  await h.expert("sort")
 }, 400_000)
 
-afterAll(async () => {
-  await nc?.close()
-  await sort?.stop()
-  await nats?.stop()
-  if (work) fs.rmSync(work, { recursive: true, force: true })
-})
+afterAll(() => h?.close())
 
 describe("feedback as prompts and reward (pure parts)", () => {
   const items: FeedbackItem[] = [

@@ -5,6 +5,10 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { connect } from "@nats-io/transport-node"
+import type { NatsConnection } from "@nats-io/nats-core"
+import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
+import { makeClient, type AgentClient } from "@moa/runtime"
 import { buildWeakExpert } from "../src/fixture.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -66,4 +70,44 @@ export async function startExpert(o: { model: string; name: string; cluster: str
     proc.once("exit", (code) => fail(new Error(`expert ${o.name} exited with ${code}:\n${h.log}`)))
   })
   return h
+}
+
+/**
+ * What every coordinator test file sets up: a work folder, a nats-server with JetStream, the weak
+ * model, a connection and an agent client; `expert(name)` starts an expert process (artifacts in
+ * `work/<name>` unless given) and `close()` stops them all, the server, and removes the folder.
+ */
+export interface Harness {
+  readonly work: string
+  readonly nats: NatsServerHandle
+  readonly model: string
+  readonly nc: NatsConnection
+  readonly client: AgentClient
+  expert(name: string, artifacts?: string): Promise<ExpertProc>
+  close(): Promise<void>
+}
+
+export async function openHarness(prefix: string, cluster: string): Promise<Harness> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), `moa-coord-${prefix}-`))
+  const [nats, model] = await Promise.all([startNatsServer({ jetstream: true }), weakModel()])
+  const nc = await connect({ servers: nats.url })
+  const procs: ExpertProc[] = []
+  return {
+    work,
+    nats,
+    model,
+    nc,
+    client: makeClient(nc, cluster),
+    expert: async (name, artifacts = path.join(work, name)) => {
+      const p = await startExpert({ model, name, cluster, nats: nats.url, artifacts })
+      procs.push(p)
+      return p
+    },
+    close: async () => {
+      await nc.close().catch(() => undefined)
+      for (const p of procs) await p.stop()
+      await nats.stop()
+      fs.rmSync(work, { recursive: true, force: true })
+    },
+  }
 }

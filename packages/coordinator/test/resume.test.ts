@@ -5,46 +5,28 @@
 // the expert trains the job once (one new version), and the job queue ends empty.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { spawn, type ChildProcess } from "node:child_process"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
-import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
-import { makeClient, type AgentClient } from "@moa/runtime"
+import type { NatsServerHandle } from "@moa/bus/testing"
+import type { AgentClient } from "@moa/runtime"
 import { Coordinator, Store, eventKey, skillTasks, type RoundEvent } from "../src/index.ts"
-import { root, startExpert, weakModel, type ExpertProc } from "./helpers.ts"
+import { openHarness, root, type Harness } from "./helpers.ts"
 
 const CLUSTER = "cr"
 const HYPER = { maxSteps: 30, batchSize: 2, learningRate: 1e-3 }
+let h: Harness
 let nats: NatsServerHandle
 let nc: NatsConnection
 let client: AgentClient
-let work: string
-let model: string
-const experts: ExpertProc[] = []
 
 beforeAll(async () => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-resume-"))
-  const [n, m] = await Promise.all([startNatsServer({ jetstream: true }), weakModel()])
-  nats = n
-  model = m
-  nc = await connect({ servers: nats.url })
-  client = makeClient(nc, CLUSTER)
+  h = await openHarness("resume", CLUSTER)
+  ;({ nats, nc, client } = h)
 }, 400_000)
 
-afterAll(async () => {
-  await nc?.close()
-  for (const e of experts) await e.stop()
-  await nats?.stop()
-  if (work) fs.rmSync(work, { recursive: true, force: true })
-})
+afterAll(() => h?.close())
 
-const start = async (name: string) => {
-  const e = await startExpert({ model, name, cluster: CLUSTER, nats: nats.url, artifacts: path.join(work, name) })
-  experts.push(e)
-  return e
-}
+const start = (name: string) => h.expert(name)
 type Info = { training: { running?: string; jobsDone: number }; adapters: { adapters: { name: string; versions: string[] }[] } }
 const info = (expert: string) => client.call<Info>(expert, "model-info", {})
 /** Resolves once the expert reports a training job running. */

@@ -7,45 +7,30 @@
 // reaches the replicas on every host; objects that could escape the folder or are not an adapter are refused.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { Objm } from "@nats-io/obj"
-import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
-import { makeClient, type AgentClient } from "@moa/runtime"
+import type { AgentClient } from "@moa/runtime"
 import type { MoaError } from "@moa/protocol"
 import { weightsBucket } from "@moa/expert"
 import { Store, rollback, skillTasks } from "../src/index.ts"
-import { startExpert, weakModel, type ExpertProc } from "./helpers.ts"
+import { openHarness, type ExpertProc, type Harness } from "./helpers.ts"
 
 const CLUSTER = "cw"
-let nats: NatsServerHandle
+let h: Harness
 let nc: NatsConnection
 let client: AgentClient
 let work: string
-let model: string
 let hostA: ExpertProc | undefined
 let hostB: ExpertProc | undefined
 let hostC: ExpertProc | undefined
 
 beforeAll(async () => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-weights-"))
-  const [n, m] = await Promise.all([startNatsServer({ jetstream: true }), weakModel()])
-  nats = n
-  model = m
-  nc = await connect({ servers: nats.url })
-  client = makeClient(nc, CLUSTER)
+  h = await openHarness("weights", CLUSTER)
+  ;({ nc, client, work } = h)
 }, 400_000)
 
-afterAll(async () => {
-  await nc?.close()
-  await hostA?.stop()
-  await hostB?.stop()
-  await hostC?.stop()
-  await nats?.stop()
-  if (work) fs.rmSync(work, { recursive: true, force: true })
-})
+afterAll(() => h?.close())
 
 const dirA = () => path.join(work, "hostA")
 const dirB = () => path.join(work, "hostB")
@@ -74,7 +59,7 @@ describe("adapter weights across hosts through the Object Store", () => {
   let seenA: Record<string, string[]> = {}
 
   it("host A trains two versions and puts each in the Object Store itself", async () => {
-    hostA = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: dirA() })
+    hostA = await h.expert("sort", dirA())
     const v1 = await sft("new", (r) => r)
     const v2 = await sft(v1.version, (r) => [...r].reverse().join(""))
     expect([v1.version, v2.version]).toEqual(["v1", "v2"])
@@ -89,7 +74,7 @@ describe("adapter weights across hosts through the Object Store", () => {
   }, 300_000)
 
   it("host B (another artifacts folder) fetches the registry's version at start, and any version a rollback or a request names", async () => {
-    hostB = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: dirB() })
+    hostB = await h.expert("sort", dirB())
     // it follows the registry: v2 (current there) is fetched over NATS and served without being asked
     await until(async () => (await adapters()).adapters.find((a) => a.name === "sort")?.current === "v2")
     for (const f of ["adapter_config.json", "adapter_model.safetensors"])
@@ -135,7 +120,7 @@ describe("adapter weights across hosts through the Object Store", () => {
   }, 120_000)
 
   it("two replicas of the expert on two hosts share its queue group; one rollback reaches both", async () => {
-    hostC = await startExpert({ model, name: "sort", cluster: CLUSTER, nats: nats.url, artifacts: dirC() })
+    hostC = await h.expert("sort", dirC())
     const currents = async () => {
       const seen = new Map<number, string | undefined>()
       for (let i = 0; i < 40; i++) {
