@@ -5,6 +5,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
+import { alive } from "../../../packages/cli/test/helpers.ts"
 
 const root = fileURLToPath(new URL("../../../", import.meta.url))
 
@@ -38,15 +39,7 @@ describe("quickstart demo", () => {
       expect(r.out).toContain('{"sum":42}')
       expect(readdirSync(stateDir).filter((f) => f.endsWith(".json"))).toEqual([])
       const pids = [...r.out.matchAll(/"pid":(\d+)/g)].map((m) => Number(m[1]))
-      for (const pid of pids) {
-        let alive = true
-        try {
-          process.kill(pid, 0)
-        } catch {
-          alive = false
-        }
-        expect(alive, `pid ${pid} still running`).toBe(false)
-      }
+      for (const pid of pids) expect(alive(pid), `pid ${pid} still running`).toBe(false)
     } finally {
       rmSync(stateDir, { recursive: true, force: true })
     }

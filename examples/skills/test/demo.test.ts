@@ -13,6 +13,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
 import { SKILLS, generate, allCapitals, check } from "@moa/skills"
+import { alive } from "../../../packages/cli/test/helpers.ts"
 
 const root = fileURLToPath(new URL("../../../", import.meta.url))
 const PER_SKILL = 4
@@ -68,15 +69,7 @@ describe("skills demo, piped", () => {
       console.log(`demo accuracy (moe, ${PER_SKILL} held-out questions per skill): ${SKILLS.map((s) => `${s} ${right[s] ?? 0}/${PER_SKILL}`).join(", ")}`)
       // the cluster stopped: no state file, no agent or nats-server left
       expect(readdirSync(stateDir).filter((f) => f.endsWith(".json"))).toEqual([])
-      for (const pid of [...r.err.matchAll(/\bpid[": ]+(\d+)/g)].map((m) => Number(m[1]))) {
-        let alive = true
-        try {
-          process.kill(pid, 0)
-        } catch {
-          alive = false
-        }
-        expect(alive, `pid ${pid} still running`).toBe(false)
-      }
+      for (const pid of [...r.err.matchAll(/\bpid[": ]+(\d+)/g)].map((m) => Number(m[1]))) expect(alive(pid), `pid ${pid} still running`).toBe(false)
     } finally {
       rmSync(stateDir, { recursive: true, force: true })
     }
