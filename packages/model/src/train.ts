@@ -47,6 +47,13 @@ export interface TrainConfig {
   checkpointEvery: number
   /** stop after this many seconds of training (0: no limit) */
   maxSeconds: number
+  /**
+   * Group by length: each run of this many micro-batches is drawn at once, sorted by row length
+   * and dealt out in a shuffled order, so rows of like length share a batch and little of it is
+   * padding (a mixture of 16- to 75-token rows padded to its longest row costs about 1.9× its
+   * tokens). 0 or 1: off, every batch a plain random draw.
+   */
+  groupByLength: number
 }
 
 export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
@@ -67,6 +74,7 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
   patience: 0,
   checkpointEvery: 0,
   maxSeconds: 0,
+  groupByLength: 0,
 }
 
 export interface Progress {
@@ -172,6 +180,23 @@ export function batchIndices(n: number, batchSize: number, seed: number, m: numb
     out.push(perm![c % n])
   }
   return out
+}
+
+/**
+ * The rows of micro-batch `m` under group-by-length: micro-batches g·G … g·G+G−1 (g = ⌊m/G⌋) are
+ * drawn as by `batchIndices`, their rows sorted by length and cut into G batches, which the group
+ * takes in a seeded shuffled order. Every row is still visited once an epoch.
+ */
+export function groupedBatchIndices(lengths: ArrayLike<number>, batchSize: number, seed: number, m: number, group: number): number[] {
+  return groupBatches(lengths, batchSize, seed, Math.floor(m / group), group)[m % group]!
+}
+
+/** All G batches of group g, in the order the group takes them. */
+function groupBatches(lengths: ArrayLike<number>, batchSize: number, seed: number, g: number, group: number): number[][] {
+  const all: number[] = []
+  for (let j = 0; j < group; j++) all.push(...batchIndices(lengths.length, batchSize, seed, g * group + j))
+  all.sort((a, b) => lengths[a]! - lengths[b]! || a - b)
+  return Array.from(permutation(group, seed * 31 + g), (k) => all.slice(k * batchSize, (k + 1) * batchSize))
 }
 
 export interface Batch {
@@ -368,6 +393,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let stoppedEarly = false
   const startStep = state.step
   const val = opts.val && c.evalExamples > 0 ? opts.val.slice(0, c.evalExamples) : opts.val
+  // the rows of micro-batch m; under group-by-length a group's G batches are made once
+  const lengths = Int32Array.from(opts.train, (e) => Math.min(e.ids.length, model.config.contextLength + 1))
+  let grouped: { g: number; batches: number[][] } | undefined
+  const drawBatch = (m: number): number[] => {
+    const G = c.groupByLength
+    if (G <= 1) return batchIndices(opts.train.length, c.batchSize, c.seed, m)
+    const g = Math.floor(m / G)
+    if (grouped?.g !== g) grouped = { g, batches: groupBatches(lengths, c.batchSize, c.seed, g, G) }
+    return grouped.batches[m % G]!
+  }
 
   while (state.step < c.steps) {
     const step = state.step
@@ -378,7 +413,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     for (let a = 0; a < c.gradAccum; a++) {
       const micro = step * c.gradAccum + a
       const batch = makeBatch(
-        batchIndices(opts.train.length, c.batchSize, c.seed, micro).map((i) => opts.train[i]),
+        drawBatch(micro).map((i) => opts.train[i]),
         model.config.contextLength,
       )
       const { value, grads: g } = tf.variableGrads(() => batchLoss(model, batch, true, c.seed * 1_000_003 + micro), vars)

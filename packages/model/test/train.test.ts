@@ -8,7 +8,7 @@ import { encodeExample } from "../src/data.js"
 import { generate } from "../src/generate.js"
 import { GPT, makeConfig } from "../src/gpt.js"
 import { CharTokenizer } from "../src/tokenizer.js"
-import { batchIndices, evaluateLoss, learningRate, makeTrainConfig, rng, train } from "../src/train.js"
+import { batchIndices, evaluateLoss, groupedBatchIndices, learningRate, makeTrainConfig, rng, train } from "../src/train.js"
 
 beforeAll(async () => {
   await initBackend("wasm")
@@ -114,5 +114,23 @@ describe("training", () => {
     const epoch = [0, 1, 2, 3].flatMap((m) => batchIndices(10, 5, 3, m))
     expect(epoch.slice(0, 10).sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     expect(batchIndices(10, 5, 3, 2)).toEqual(batchIndices(10, 5, 3, 2))
+  })
+
+  it("group by length: batches of like length, every row once an epoch, less padding", () => {
+    // 64 rows of lengths 1..64 in a scrambled order; batches of 4, groups of 8 batches (one epoch = 2 groups)
+    const lengths = Array.from({ length: 64 }, (_, i) => ((i * 37) % 64) + 1)
+    const grouped = Array.from({ length: 16 }, (_, m) => groupedBatchIndices(lengths, 4, 5, m, 8))
+    expect(grouped.flat().sort((x, y) => x - y)).toEqual(Array.from({ length: 64 }, (_, i) => i))
+    // a group holds the same rows as the plain draw of its micro-batches
+    const plainGroup0 = [0, 1, 2, 3, 4, 5, 6, 7].flatMap((m) => batchIndices(64, 4, 5, m)).sort((x, y) => x - y)
+    expect(grouped.slice(0, 8).flat().sort((x, y) => x - y)).toEqual(plainGroup0)
+    const padding = (batches: number[][]) => batches.reduce((a, b) => a + b.length * Math.max(...b.map((i) => lengths[i]!)) - b.reduce((s, i) => s + lengths[i]!, 0), 0)
+    const plain = Array.from({ length: 16 }, (_, m) => batchIndices(64, 4, 5, m))
+    expect(padding(grouped)).toBeLessThan(padding(plain) / 3)
+    // the batches of a group are not taken shortest first
+    const maxes = grouped.slice(0, 8).map((b) => Math.max(...b.map((i) => lengths[i]!)))
+    expect(maxes).not.toEqual([...maxes].sort((x, y) => x - y))
+    expect(groupedBatchIndices(lengths, 4, 5, 3, 8)).toEqual(grouped[3])
+    expect(() => makeTrainConfig({ groupByLength: -1 })).toThrow(/groupByLength/)
   })
 })
