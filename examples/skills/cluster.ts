@@ -181,7 +181,8 @@ const coordinator = defineCoordinator({
   // 40 steps at lr 1e-3 made every candidate worse on these rank-64 adapters (add 86% → 44%; none
   // promoted — docs/demo.md); the milder setting of the coordinator's DPO results instead
   hyper: { maxSteps: 10, learningRate: 3e-4 },
-  maxTokens: 16,
+  // the longest completion inside a model: count's scratchpad (`a011223=3`: up to 16 characters) and the end marker
+  maxTokens: 24,
 })
 
 export default defineCluster({

@@ -145,12 +145,26 @@ const capital: SkillDef = {
 
 // ---- count -----------------------------------------------------------------------------------
 const countOf = (c: string, s: string) => [...s].filter((x) => x === c).length
+/**
+ * A full-size count question. With the letter drawn uniformly and the string from all 26 letters,
+ * 72% of the answers were 0 and almost none above 1: "always 0" scored 71.5% and the experts
+ * learned exactly that. So half of the strings come from a small alphabet of 2–5 letters (letters
+ * repeat: counts up to 12), and the letter is one of the string's 80% of the time (else any
+ * letter, so 0 stays a real answer).
+ */
+const countSample = (rng: () => number): { c: string; s: string } => {
+  const small = rng() < 0.5
+  const alphabet = small ? [...LETTERS].sort(() => rng() - 0.5).slice(0, 2 + Math.floor(rng() * 4)).join("") : LETTERS
+  const s = letters(rng, alphabet, 3, 12)
+  const c = rng() < 0.8 ? s[Math.floor(rng() * s.length)]! : LETTERS[Math.floor(rng() * 26)]!
+  return { c, s }
+}
 const count: SkillDef = {
   name: "count",
   sample: (rng, size) =>
     size === "ci"
       ? { c: pick(rng, [..."abc"]), s: letters(rng, "abc", 3, 6) }
-      : { c: LETTERS[Math.floor(rng() * 26)]!, s: letters(rng, LETTERS, 3, 12) },
+      : countSample(rng),
   question: (o, form) => {
     const { c, s } = o as { c: string; s: string }
     return form === 0 ? `count ${c} in ${s}` : `how many ${c} in ${s}`
@@ -171,12 +185,25 @@ const count: SkillDef = {
     return `count:${c}:${s}`
   },
   prompt: (o, form) => `${count.question(o, form)}=`,
-  // SKILLS.md recipe: the answer repeats the letter first (`count a in banana=a3`).
+  // SKILLS.md's recipe repeats the letter first (`a3`); on a 4-layer base even that stayed at the
+  // "always 0" rate (71.5%), so the expert also writes a scratchpad: the running count after each
+  // letter of the string, one character each (0-9, then A B C for 10-12), then `=` and the answer:
+  // `count a in banana=a011223=3`. Each scratch step is local (the letter at that position, the
+  // step before), where the bare answer needed all the matches at once.
   completion: (o) => {
     const { c, s } = o as { c: string; s: string }
-    return `${c}${countOf(c, s)}`
+    return `${c}${countScratch(c, s)}=${countOf(c, s)}`
   },
-  parseCompletion: (c) => c.trim().replace(/^[a-z]/, ""),
+  parseCompletion: (c) => {
+    const m = /=\s*(\d+)\s*$/.exec(c)
+    return m ? m[1]! : c.trim().replace(/^[a-z]/, "")
+  },
+}
+const RUNNING = "0123456789ABC"
+/** The running count of `c` after each letter of `s`, one character a step. */
+const countScratch = (c: string, s: string): string => {
+  let n = 0
+  return [...s].map((x) => RUNNING[Math.min((n += x === c ? 1 : 0), RUNNING.length - 1)]).join("")
 }
 
 const DEFS: Record<SkillName, SkillDef> = { add, reverse, sort, capital, count }
@@ -338,7 +365,7 @@ export const format = (ex: { question: string; answer?: string }, opts: FormatOp
 
 /**
  * The model-internal completion for any plain answer to `question`, right or wrong (the inverse
- * of `parse`): `add 37 45` + `81` → `0081`, `count a in banana` + `2` → `a2`; plain skills and
+ * of `parse`): `add 37 45` + `81` → `0081`, `count a in banana` + `2` → `a011223=2`; plain skills and
  * answers that do not fit the skill's shape pass unchanged. Preference data from a cluster whose
  * experts speak plain answers is turned back into what their models train on with it.
  */
@@ -348,7 +375,10 @@ export const toCompletion = (question: string, answer: string, opts: FormatOptio
   if (!p) return a
   const size = opts.size ?? "full"
   if (p.def.name === "add" && /^\d+$/.test(a)) return pad(Number(a), addWidth(size).sum)
-  if (p.def.name === "count" && /^\d+$/.test(a)) return `${(p.ops as { c: string }).c}${a}`
+  if (p.def.name === "count" && /^\d+$/.test(a)) {
+    const { c, s } = p.ops as { c: string; s: string }
+    return `${c}${countScratch(c, s)}=${a}`
+  }
   return a
 }
 
