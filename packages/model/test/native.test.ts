@@ -161,6 +161,21 @@ describe.skipIf(!built)("native backend kernels vs cpu (model shapes)", { timeou
     for (const t of [x, view, r]) t.dispose()
   })
 
+  it("recycles buffers across shapes that change every step (rows padded to each batch's longest)", async () => {
+    await tf.setBackend("native")
+    for (const n of [1024, 1025, 5000, 65_537, 368_640, 1_000_003]) {
+      expect(native.poolCapacity(n)).toBeGreaterThanOrEqual(n)
+      expect(native.poolCapacity(n)).toBeLessThanOrEqual(1.25 * n)
+    }
+    const be = tf.backend() as unknown as { poolStats(): { arrays: number; bytes: number } }
+    // a step's tensors for batches of 40..47 tokens: after the first, the pool serves them all
+    const step = (t: number) => tf.tidy(() => tf.sum(tf.mul(tf.add(tf.ones([64, t, 32]), 1), 2)).dataSync()[0]!)
+    expect(step(40)).toBe(64 * 40 * 32 * 4)
+    const before = be.poolStats().bytes
+    for (let t = 41; t < 48; t++) expect(step(t)).toBe(64 * t * 32 * 4) // right values from recycled, larger arrays
+    expect(be.poolStats().bytes).toBeLessThanOrEqual(before + 64 * 48 * 32 * 4 * 2)
+  })
+
   it("adamStep matches the AdamW formula", () => {
     const n = 1000
     const p = Float32Array.from({ length: n }, (_, i) => Math.sin(i)), g = Float32Array.from({ length: n }, (_, i) => Math.cos(3 * i))

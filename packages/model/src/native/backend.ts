@@ -19,8 +19,22 @@ type KernelFn = (args: KernelArgs) => TensorInfo | TensorInfo[]
 
 /** Arrays shorter than this come from V8's heap cheaply; longer ones are recycled. */
 const POOL_MIN = 1024
-/** Upper bound on the bytes held by free arrays waiting for reuse. */
-const POOL_MAX_BYTES = 256 * 1024 * 1024
+/**
+ * Upper bound on the bytes held by free arrays waiting for reuse (MOA_NATIVE_POOL_MB, default
+ * 1024). It must hold a training step's working set: at 256 MB a batch of 64 rows of 45 tokens on
+ * the d128 skills base overflowed it, and every step allocated 40+ MB afresh.
+ */
+const POOL_MAX_BYTES = (Number(process.env.MOA_NATIVE_POOL_MB) > 0 ? Number(process.env.MOA_NATIVE_POOL_MB) : 1024) * 1024 * 1024
+/**
+ * The capacity an array of n floats is pooled under: n rounded up to 4–8 significant steps of
+ * its power of two (at most 25% over, usually under 12.5%). Batches padded to their longest row
+ * change shape every step; pooled by exact size, almost no array was ever reused, and the fresh
+ * ones (67 MB a step on the skills base) kept V8's major GC marking on two cores.
+ */
+export const poolCapacity = (n: number): number => {
+  const k = Math.max(0, Math.ceil(Math.log2(n)) - 3)
+  return Math.ceil(n / 2 ** k) * 2 ** k
+}
 
 /**
  * Output buffers are recycled: a fresh 512 KB Float32Array costs ~15× the kernel that fills it
@@ -45,11 +59,13 @@ export class NativeBackend extends MathBackendCPU {
   /** An output array of n floats; contents undefined (every kernel writes all of it). */
   alloc(n: number): Float32Array {
     if (n < POOL_MIN) return new Float32Array(n)
-    const arr = this.pool.get(n)?.pop()
-    if (arr) this.pooledBytes -= arr.byteLength
-    const out = arr ?? new Float32Array(n)
-    this.owned.set(out.buffer, { arr: out, refs: 0 })
-    return out
+    const cap = poolCapacity(n)
+    const got = this.pool.get(cap)?.pop()
+    if (got) this.pooledBytes -= got.byteLength
+    const arr = got ?? new Float32Array(cap)
+    this.owned.set(arr.buffer, { arr, refs: 0 })
+    // a view of exactly n floats (offset 0): kernels and the addon see an array of the size asked
+    return cap === n ? arr : arr.subarray(0, n)
   }
 
   private track(values: unknown, delta: number): void {

@@ -6,7 +6,7 @@ import * as tf from "@tensorflow/tfjs"
 import { loadAddon } from "./addon.js"
 import { NativeBackend, registerNativeBackend } from "./backend.js"
 
-export { NATIVE_BACKEND, NATIVE_KERNELS } from "./backend.js"
+export { NATIVE_BACKEND, NATIVE_KERNELS, poolCapacity } from "./backend.js"
 export { addonPath, loadAddon, type NativeAddon } from "./addon.js"
 
 /** True when the addon is built and loads (and MOA_NATIVE is not "0"). Never throws. */
