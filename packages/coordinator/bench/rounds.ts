@@ -5,13 +5,21 @@
  * (the same 200 held-out prompts twice, and two disjoint held-out sets), and an SVG plot.
  *
  *   npx tsx packages/coordinator/bench/rounds.ts --algo dpo --rounds 3 [--lr 0.002] [--steps 20] [--out dir]
+ *
+ * Or against a running cluster whose experts speak plain questions (the skills cluster of
+ * examples/skills, started with `moa up examples/skills/cluster.ts`): its own expert process
+ * trains and serves, the tasks are `plainSkillTasks(expert)`, and the spread is measured on the
+ * same held-out set twice and on a second held-out set of the same size:
+ *
+ *   npx tsx packages/coordinator/bench/rounds.ts --nats nats://127.0.0.1:4222 --cluster skills --expert count --algo dpo --rounds 3
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { connect } from "@nats-io/transport-node"
 import { startNatsServer } from "@moa/bus/testing"
-import { Coordinator, isAlgo, roundsSvg, skillTasks, summarize, pct } from "../src/index.ts"
+import { Coordinator, isAlgo, roundsSvg, skillTasks, plainSkillTasks, summarize, pct } from "../src/index.ts"
+import { isSkill } from "@moa/skills"
 import { startExpert, weakModel } from "../test/helpers.ts"
 
 const arg = (n: string, d: string) => {
@@ -26,16 +34,20 @@ const hyper: Record<string, unknown> = { learningRate: Number(arg("lr", algo ===
 if (arg("beta", "")) hyper.beta = Number(arg("beta", ""))
 if (arg("batch", "")) hyper.batchSize = Number(arg("batch", ""))
 
+/** A running cluster (--nats): its expert --expert, plain tasks; else a nats-server and the weak CI sort expert of our own. */
+const external = arg("nats", "")
+const expertName = arg("expert", "sort")
+if (external && !isSkill(expertName)) throw new Error(`--expert ${expertName}: expected a skill of @moa/skills`)
+const cluster = external ? arg("cluster", "skills") : "bench"
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-coord-bench-"))
-const nats = await startNatsServer({ jetstream: true })
-const model = await weakModel()
-const expert = await startExpert({ model, name: "sort", cluster: "bench", nats: nats.url, artifacts: path.join(work, "sort") })
-const nc = await connect({ servers: nats.url })
+const nats = external ? undefined : await startNatsServer({ jetstream: true })
+const expert = nats ? await startExpert({ model: await weakModel(), name: "sort", cluster: "bench", nats: nats.url, artifacts: path.join(work, "sort") }) : undefined
+const nc = await connect({ servers: external || nats!.url })
 const t0 = Date.now()
 try {
-  const spec = { name: "sort", tasks: skillTasks("sort") }
+  const spec = external && isSkill(expertName) ? { name: expertName, tasks: plainSkillTasks(expertName) } : { name: "sort", tasks: skillTasks("sort") }
   const c = await Coordinator.open(nc, {
-    cluster: "bench",
+    cluster,
     run: `${algo}-${Date.now()}`,
     algo,
     rounds,
@@ -45,6 +57,8 @@ try {
     heldOut: Number(arg("held-out", "200")),
     hyper,
     temperature: Number(arg("temperature", "0.8")),
+    // a cluster's experts may write more than their answer inside (count's scratchpad, capital's longest 27 characters)
+    maxTokens: Number(arg("max-tokens", external ? "32" : "12")),
     onEvent: (e) => process.stderr.write(`${((Date.now() - t0) / 1000).toFixed(0)}s round ${e.round} ${e.expert} ${e.step} ${JSON.stringify(e.data).slice(0, 160)}\n`),
   })
   const state = await c.run()
@@ -53,30 +67,32 @@ try {
   const served = (await c.currentVersion(spec)) as string
   const a = await c.evaluate(spec, served)
   const b = await c.evaluate(spec, served)
-  // and on the two halves of the held-out set (the sampling noise of a set of this size)
-  const all = skillTasks("sort").tasks("test", c.opts.heldOut ?? 200, 1000)
+  // and on the two halves of the held-out set (the sampling noise of a set of this size); on a
+  // cluster, a second held-out set of the full size instead (another seed)
+  const all = spec.tasks.tasks("test", c.opts.heldOut ?? 200, 1000)
   const half = async (tasks: typeof all) => {
     const outs = await Promise.all(tasks.map((t) => c.client.call("sort", "generate", { prompt: t.prompt, temperature: 0, maxTokens: 12, ...(served === "base" ? {} : { adapter: `sort@${served}` }) }, { timeoutMs: 120_000 })))
     return tasks.filter((t, i) => spec.tasks.verify(t, outs[i]!.text) === 1).length / tasks.length
   }
-  const h1 = await half(all.filter((_, i) => i % 2 === 0))
-  const h2 = await half(all.filter((_, i) => i % 2 === 1))
+  const h1 = external ? a : await half(all.filter((_, i) => i % 2 === 0))
+  const h2 = external ? await c.evaluate(spec, served, { seed: 2000 }) : await half(all.filter((_, i) => i % 2 === 1))
   const lines = [
     `algo ${algo}, ${rounds} rounds, hyper ${JSON.stringify(hyper)}, ${c.opts.prompts} prompts × ${c.opts.k} samples per round, ${c.opts.heldOut} held-out prompts, ${((Date.now() - t0) / 1000).toFixed(0)} s`,
     `| round | sample reward | pairs/groups | held-out before | candidate | promoted | held-out after |`,
     `|---|---|---|---|---|---|---|`,
     ...rows.map((r) => `| ${r.round} | ${r.rewardMean?.toFixed(3) ?? "-"} | ${r.pairs ?? "-"} | ${r.accBefore !== undefined ? pct(r.accBefore) : "-"} | ${r.accCandidate !== undefined ? `${pct(r.accCandidate)} (${r.version})` : "-"} | ${r.promoted ?? "-"} | ${r.accAfter !== undefined ? pct(r.accAfter) : "-"} |`),
-    `served ${served}: same held-out prompts twice ${pct(a)} / ${pct(b)} (spread ${pct(Math.abs(a - b))}); its two halves (${all.length} held-out prompts in all): ${pct(h1)} / ${pct(h2)} (spread ${pct(Math.abs(h1 - h2))})`,
+    `served ${served}: same held-out prompts twice ${pct(a)} / ${pct(b)} (spread ${pct(Math.abs(a - b))}); ${external ? `a second held-out set of ${all.length}` : `its two halves (${all.length} held-out prompts in all)`}: ${pct(h1)} / ${pct(h2)} (spread ${pct(Math.abs(h1 - h2))})`,
   ]
   process.stdout.write(`${lines.join("\n")}\n`)
   fs.mkdirSync(out, { recursive: true })
-  fs.writeFileSync(path.join(out, `${algo}.md`), `${lines.join("\n")}\n`)
-  fs.writeFileSync(path.join(out, `${algo}.svg`), roundsSvg(rows, `${algo}: held-out accuracy and sample reward per round (weak sort expert)`))
-  fs.writeFileSync(path.join(out, `${algo}.json`), JSON.stringify({ algo, hyper, rows, spread: { same: [a, b], disjoint: [h1, h2] } }, null, 2))
+  const stem = external ? `${cluster}-${spec.name}-${algo}` : algo
+  fs.writeFileSync(path.join(out, `${stem}.md`), `${lines.join("\n")}\n`)
+  fs.writeFileSync(path.join(out, `${stem}.svg`), roundsSvg(rows, `${algo}: held-out accuracy and sample reward per round (${external ? `${cluster} cluster's ${spec.name} expert` : "weak sort expert"})`))
+  fs.writeFileSync(path.join(out, `${stem}.json`), JSON.stringify({ algo, hyper, cluster, expert: spec.name, rows, spread: { same: [a, b], disjoint: [h1, h2] } }, null, 2))
 } finally {
   await nc.close()
-  await expert.stop()
-  await nats.stop()
+  await expert?.stop()
+  await nats?.stop()
   fs.rmSync(work, { recursive: true, force: true })
 }
 process.exit(0)
