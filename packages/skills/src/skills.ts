@@ -114,10 +114,16 @@ const stringSkill = (
   },
   solve: (o) => f((o as { s: string }).s),
   key: (o) => `${name}:${(o as { s: string }).s}`,
-  prompt: (o, form) => `${stringSkill(name, verbLast, f, ci).question(o, form)}=`,
+  // reverse (full size): one form inside, the string right-aligned in 10 places (`reverse
+  // ......kdjw=`), so answer letter j always reads the same position, whatever the length. With
+  // the question as it is typed, where it reads moved with the length, and a LoRA adapter on a base
+  // that had not learned that reached 42.5% in 800 steps.
+  prompt: (o, form, size) =>
+    name === "reverse" && size === "full" ? `reverse ${(o as { s: string }).s.padStart(REVERSE_WIDTH, ".")}=` : `${stringSkill(name, verbLast, f, ci).question(o, form)}=`,
   completion: (o) => f((o as { s: string }).s),
   parseCompletion: (c) => c.trim(),
 })
+const REVERSE_WIDTH = 10
 const reverse = stringSkill("reverse", "backwards", (s) => [...s].reverse().join(""), { alphabet: "abcd", lo: 3, hi: 4 })
 const sort = stringSkill("sort", "sorted", (s) => [...s].sort().join(""), { alphabet: "abc", lo: 3, hi: 5 })
 
@@ -184,15 +190,19 @@ const count: SkillDef = {
     const { c, s } = o as { c: string; s: string }
     return `count:${c}:${s}`
   },
-  prompt: (o, form) => `${count.question(o, form)}=`,
+  // one form inside, the string right-aligned in 12 places (CI: 6): `count a in ......banana=`
+  prompt: (o, _form, size) => {
+    const { c, s } = o as { c: string; s: string }
+    return `count ${c} in ${s.padStart(countWidth(size), ".")}=`
+  },
   // SKILLS.md's recipe repeats the letter first (`a3`); on a 4-layer base even that stayed at the
   // "always 0" rate (71.5%), so the expert also writes a scratchpad: the running count after each
-  // letter of the string, one character each (0-9, then A B C for 10-12), then `=` and the answer:
-  // `count a in banana=a011223=3`. Each scratch step is local (the letter at that position, the
-  // step before), where the bare answer needed all the matches at once.
-  completion: (o) => {
+  // of the 12 places, one character each (0-9, then A B C for 10-12), then `=` and the answer:
+  // `count a in ......banana=a000000011223=3`. Each scratch step is local (the letter at a fixed
+  // place, the step before), where the bare answer needed all the matches at once.
+  completion: (o, size) => {
     const { c, s } = o as { c: string; s: string }
-    return `${c}${countScratch(c, s)}=${countOf(c, s)}`
+    return `${c}${countScratch(c, s.padStart(countWidth(size), "."))}=${countOf(c, s)}`
   },
   parseCompletion: (c) => {
     const m = /=\s*(\d+)\s*$/.exec(c)
@@ -200,6 +210,7 @@ const count: SkillDef = {
   },
 }
 const RUNNING = "0123456789ABC"
+const countWidth = (size: Size) => (size === "ci" ? 6 : 12)
 /** The running count of `c` after each letter of `s`, one character a step. */
 const countScratch = (c: string, s: string): string => {
   let n = 0
@@ -377,7 +388,7 @@ export const toCompletion = (question: string, answer: string, opts: FormatOptio
   if (p.def.name === "add" && /^\d+$/.test(a)) return pad(Number(a), addWidth(size).sum)
   if (p.def.name === "count" && /^\d+$/.test(a)) {
     const { c, s } = p.ops as { c: string; s: string }
-    return `${c}${countScratch(c, s)}=${a}`
+    return `${c}${countScratch(c, s.padStart(countWidth(size), "."))}=${a}`
   }
   return a
 }

@@ -80,10 +80,18 @@ describe("skills", () => {
     expect(format({ question: "add 37 45", answer: "82" })).toEqual({ prompt: "add 037 045=", completion: "0082" })
     expect(format({ question: "37+45" })).toEqual({ prompt: "037+045=", completion: "0082" })
     expect(format({ question: "3+4" }, { size: "ci" })).toEqual({ prompt: "3+4=", completion: "07" })
-    expect(format({ question: "count a in banana" })).toEqual({ prompt: "count a in banana=", completion: "a011223=3" })
-    expect(parse("count a in banana", "a011223=3")).toBe("3")
+    // count and reverse: one form inside, the string right-aligned in fixed places
+    expect(format({ question: "count a in banana" })).toEqual({ prompt: "count a in ......banana=", completion: "a000000011223=3" })
+    expect(format({ question: "how many a in banana" })).toEqual(format({ question: "count a in banana" }))
+    expect(format({ question: "count a in banana" }, { size: "ci" })).toEqual({ prompt: "count a in banana=", completion: "a011223=3" })
+    expect(parse("count a in banana", "a000000011223=3")).toBe("3")
+    expect(format({ question: "count a in aaaaaaaaaaaa" }).completion).toBe("a123456789ABC=12")
     expect(parse("count a in aaaaaaaaaaaa", format({ question: "count a in aaaaaaaaaaaa" }).completion)).toBe("12")
-    expect(format({ question: "count z in abc" }).completion).toBe("z000=0")
+    expect(format({ question: "count z in abc" }).completion).toBe("z000000000000=0")
+    expect(format({ question: "reverse kdjw" })).toEqual({ prompt: "reverse ......kdjw=", completion: "wjdk" })
+    expect(format({ question: "kdjw backwards" })).toEqual(format({ question: "reverse kdjw" }))
+    expect(format({ question: "reverse abc" }, { size: "ci" })).toEqual({ prompt: "reverse abc=", completion: "cba" })
+    expect(format({ question: "sort dbca" })).toEqual({ prompt: "sort dbca=", completion: "abcd" })
     // the bare answer of earlier experts still reads
     expect(parse("count a in banana", "a3")).toBe("3")
     expect(parse("add 37 45", "0082")).toBe("82")
@@ -96,7 +104,7 @@ describe("skills", () => {
   it("turns any plain answer, right or wrong, back into the model's completion (toCompletion ∘ parse = id)", () => {
     expect(toCompletion("add 37 45", "81")).toBe("0081")
     expect(toCompletion("3+4", "8", { size: "ci" })).toBe("08")
-    expect(toCompletion("how many a in banana", "2")).toBe("a011223=2")
+    expect(toCompletion("how many a in banana", "2")).toBe("a000000011223=2")
     expect(toCompletion("reverse abc", "cab")).toBe("cab")
     expect(toCompletion("add 37 45", "eighty")).toBe("eighty") // not the skill's shape: unchanged
     expect(toCompletion("hello", " x ")).toBe("x")
