@@ -43,6 +43,7 @@ const parsed = (() => {
         seed: { type: "string", default: "1" },
         skills: { type: "string" },
         jobs: { type: "string", default: "2" },
+        group: { type: "string", default: "16" },
         "stages-file": { type: "string" },
       },
     })
@@ -85,8 +86,9 @@ export const EXPERTS = [...SKILLS, "base"] as const
 const BASE_SHAPE = { contextLength: 96, dModel: 128, nLayers: 4, nHeads: 4 }
 /** SKILLS.md's recipe (AdamW lr 1e-3, betas .9/.99, wd 0.1, clip 1, batch 64, warm-up 100, answer-only loss), decaying to lr/10 by a cosine. */
 const BASE_STEPS = 2000
-/** Batches of like-length rows, drawn 16 batches at a time (random batches of the mixture were 48 tokens wide for rows of 25 on average). */
-const GROUP = 16
+/** Batches of like-length rows, drawn --group batches at a time (random batches of the mixture were 48 tokens wide for rows of 25 on average); 0 = random batches. */
+const GROUP = Number(values.group)
+if (!(Number.isInteger(GROUP) && GROUP >= 0)) fail(`--group must be a whole number ≥ 0, got "${values.group}"`)
 interface AdapterRecipe {
   /** most optimizer steps (batch 64) */
   readonly steps: number
@@ -316,7 +318,7 @@ function splitLanes(order: ReadonlyArray<SkillName>, n: number): SkillName[][] {
 async function trainLane(lane: ReadonlyArray<SkillName>, i: number): Promise<typeof stages> {
   const { spawn } = await import("node:child_process")
   const file = path.join(os.tmpdir(), `moa-train-skills-${process.pid}-lane${i}.json`)
-  const args = ["--only", "adapters", "--skills", lane.join(","), "--out", out, "--seed", String(seed), "--scale", String(scale), "--stages-file", file]
+  const args = ["--only", "adapters", "--skills", lane.join(","), "--out", out, "--seed", String(seed), "--scale", String(scale), "--group", String(GROUP), "--stages-file", file]
   if (capDeadline !== undefined) args.push("--minutes", String(Math.max(0.1, (capDeadline - Date.now()) / 60_000)))
   console.log(`adapters, lane ${i + 1}/${lanes.length}: ${lane.join(", ")} (a process of one native thread)`)
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], {
