@@ -175,12 +175,12 @@ const router = defineAgent({
 const coordinator = defineCoordinator({
   experts: SKILLS.map((s) => ({ name: s, tasks: plainSkillTasks(s) })),
   algo: "orpo",
-  prompts: 32,
+  prompts: 96,
   k: 6,
   heldOut: 100,
-  // 40 steps at lr 1e-3 made every candidate worse on these rank-64 adapters (add 86% → 44%; none
-  // promoted — docs/demo.md); the milder setting of the coordinator's DPO results instead
-  hyper: { maxSteps: 10, learningRate: 3e-4 },
+  // on these r 16 adapters DPO at lr 1e-4 and up made every candidate worse (sort 91% → 58–82%);
+  // ORPO at 1e-4 over 20 steps was the setting that did not hurt (docs/coordinator.md, skills cluster)
+  hyper: { maxSteps: 20, learningRate: 1e-4 },
   // the longest completion inside a model: count's scratchpad (`a011223=3`: up to 16 characters) and the end marker
   maxTokens: 24,
 })

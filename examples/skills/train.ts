@@ -16,8 +16,10 @@
  * Options: --eval N (held-out questions per skill, default 200; capital is always all 494
  * questions), --minutes N (optional cap on the training time, shared out in proportion to the
  * step budgets), --scale F (multiply every step budget), --out DIR (default
- * examples/skills/artifacts), --only base|adapters|gate|aggregator|eval, --seed N,
- * --aggregator-minutes N (the aggregator model's training, default 4; 0 skips it).
+ * examples/skills/artifacts), --only base|adapters|gate|aggregator|eval, --skills a,b (with
+ * --only adapters), --seed N, --aggregator-minutes N (the aggregator model's training, default 4;
+ * 0 skips it), --jobs N (adapters trained side by side, each in a process of one native thread;
+ * default 2), --group N (batches of like-length rows, N batches at a time; default 16, 0 = off).
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -125,7 +127,7 @@ const totalSteps = steps(BASE_STEPS) + SKILLS.reduce((a, s) => a + steps(ADAPTER
 // cost is steps × its typical padded row length (characters + bos/sep/eos, from a sample of the
 // data, in batches of like length as GROUP makes them). Before a stage starts it gets the time
 // left times its share of the remaining cost, so time an adapter saves by stopping early goes to
-// the stages after it; the adapter lanes (--jobs) are dealt by the same costs.
+// the stages after it; the adapter workers (--jobs) take the costliest first.
 const paddedLength = (rows: ReadonlyArray<{ prompt: string; completion: string }>): number => {
   const lengths = Array.from({ length: GROUP * 64 }, (_, k) => {
     const f = rows[(k * 104729) % rows.length]!
@@ -224,16 +226,21 @@ if (only === undefined || only === "base") {
 // ---------------------------------------------------------------- 2. adapters
 class StopEarly extends Error {}
 const adapterOrder = ADAPTER_ORDER.filter((s) => onlySkills === undefined || onlySkills.includes(s))
-const lanes = only === undefined || only === "adapters" ? splitLanes(adapterOrder, values["stages-file"] === undefined ? jobs : 1) : []
-if (lanes.length > 1) {
-  // the adapters are independent: `jobs` child processes of one native thread each train them
-  // side by side (on this 2-core machine two one-thread processes beat one two-thread process)
-  const results = await Promise.all(lanes.map((lane, i) => trainLane(lane, i)))
-  for (const r of results) Object.assign(stages, r)
-} else if (lanes.length === 1) {
+const adaptersHere = only === undefined || only === "adapters"
+const workers = adaptersHere && values["stages-file"] === undefined ? Math.min(jobs, adapterOrder.length) : 1
+if (adaptersHere && workers > 1) {
+  // the adapters are independent: `jobs` workers, each a child process of one native thread (on
+  // this 2-core machine two one-thread processes beat one two-thread process), take the next
+  // adapter from one queue, the costliest first — so a worker whose adapter stopped early takes
+  // the next one, instead of a fixed share of them
+  const queue = [...adapterOrder].sort((a, b) => stageCost[b]! - stageCost[a]!)
+  await Promise.all(Array.from({ length: workers }, async (_, w) => {
+    for (let s = queue.shift(); s !== undefined; s = queue.shift()) Object.assign(stages, await trainAdapterProcess(s, w, queue))
+  }))
+} else if (adaptersHere && adapterOrder.length > 0) {
   const { model, tokenizer: tok } = loadCheckpoint(baseDir)
   const fingerprint = baseFingerprint(model)
-  const order = lanes[0]!
+  const order = adapterOrder
   for (const [i, s] of order.entries()) {
     const recipe = ADAPTERS[s]
     const n = steps(recipe.steps)
@@ -302,25 +309,21 @@ if (lanes.length > 1) {
   if (values["stages-file"] !== undefined) fs.writeFileSync(values["stages-file"], JSON.stringify(stages))
 }
 
-/** `order` dealt into at most `n` lanes of about equal expected cost (the costliest first, each to the lightest lane). */
-function splitLanes(order: ReadonlyArray<SkillName>, n: number): SkillName[][] {
-  const lanes: { skills: SkillName[]; cost: number }[] = Array.from({ length: Math.min(n, order.length) }, () => ({ skills: [], cost: 0 }))
-  for (const s of [...order].sort((a, b) => stageCost[b]! - stageCost[a]!)) {
-    const lane = lanes.reduce((a, b) => (b.cost < a.cost ? b : a))
-    lane.skills.push(s)
-    lane.cost += stageCost[s]!
-  }
-  // inside a lane, the quick ones first (as ADAPTER_ORDER), so the time they save goes to the slow
-  return lanes.filter((l) => l.skills.length > 0).map((l) => order.filter((s) => l.skills.includes(s)))
-}
-
-/** Train one lane's adapters in a child process (this script, `--only adapters --skills …`); its output lines are passed on. */
-async function trainLane(lane: ReadonlyArray<SkillName>, i: number): Promise<typeof stages> {
+/**
+ * Train one adapter in a child process (this script, `--only adapters --skills s`); its output
+ * lines are passed on. Under --minutes it gets its share of the time left: the workers' time
+ * times its cost over the cost of it and the adapters still queued.
+ */
+async function trainAdapterProcess(s: SkillName, w: number, queued: ReadonlyArray<SkillName>): Promise<typeof stages> {
   const { spawn } = await import("node:child_process")
-  const file = path.join(os.tmpdir(), `moa-train-skills-${process.pid}-lane${i}.json`)
-  const args = ["--only", "adapters", "--skills", lane.join(","), "--out", out, "--seed", String(seed), "--scale", String(scale), "--group", String(GROUP), "--stages-file", file]
-  if (capDeadline !== undefined) args.push("--minutes", String(Math.max(0.1, (capDeadline - Date.now()) / 60_000)))
-  console.log(`adapters, lane ${i + 1}/${lanes.length}: ${lane.join(", ")} (a process of one native thread)`)
+  const file = path.join(os.tmpdir(), `moa-train-skills-${process.pid}-${s}.json`)
+  const args = ["--only", "adapters", "--skills", s, "--out", out, "--seed", String(seed), "--scale", String(scale), "--group", String(GROUP), "--stages-file", file]
+  if (capDeadline !== undefined) {
+    const left = Math.max(0.1, (capDeadline - Date.now()) / 60_000)
+    const share = (stageCost[s]! * workers) / [s, ...queued].reduce((a, x) => a + stageCost[x]!, 0)
+    args.push("--minutes", String(Math.max(0.1, left * Math.min(1, share))))
+  }
+  console.log(`adapter ${s}: worker ${w + 1}/${workers} (a process of one native thread)`)
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], {
     env: { ...process.env, MOA_NATIVE_THREADS: "1" },
     stdio: ["ignore", "pipe", "inherit"],
@@ -336,7 +339,7 @@ async function trainLane(lane: ReadonlyArray<SkillName>, i: number): Promise<typ
     }
   })
   const code = await new Promise<number | null>((resolve) => child.on("exit", resolve))
-  if (code !== 0) fail(`the adapter lane ${lane.join(", ")} failed (exit ${code}); its output is above`)
+  if (code !== 0) fail(`training the ${s} adapter failed (exit ${code}); its output is above`)
   const r = JSON.parse(fs.readFileSync(file, "utf8")) as typeof stages
   fs.rmSync(file, { force: true })
   return r
