@@ -2,9 +2,9 @@
  * The README's first command, piped: `moa console --up examples/skills/cluster.ts` (what
  * `npm run demo` runs) starts the skills cluster on an embedded nats-server, answers one JSON line
  * per question for every skill, stops the cluster and exits 0, leaving no process behind.
- * The accuracy the committed artifacts reach is printed (it is what docs/demo.md reports); what is
- * asserted is what must hold whatever the artifacts: every answer has a trace, the gate sends
- * every question to its skill's expert, and that expert is the one that answered.
+ * The accuracy the committed artifacts reach is printed (it is what docs/demo.md reports) and
+ * asserted (at most 2 of the 20 wrong); also every answer has a trace, the gate sends every
+ * question to its skill's expert, and that expert is the one that answered.
  */
 import { spawn } from "node:child_process"
 import { mkdtempSync, readdirSync, rmSync } from "node:fs"
@@ -67,6 +67,11 @@ describe("skills demo, piped", () => {
       console.log(`demo routing: ${routed}/${questions.length} questions to their skill's expert`)
       expect(routed / questions.length, lines.map((l) => `${l.question} → ${l.trace.gate.chosen} (${l.trace.gate.rule}, adjusted ${JSON.stringify(l.trace.gate.adjusted)})`).join("\n")).toBeGreaterThanOrEqual(0.9)
       console.log(`demo accuracy (moe, ${PER_SKILL} held-out questions per skill): ${SKILLS.map((s) => `${s} ${right[s] ?? 0}/${PER_SKILL}`).join(", ")}`)
+      // the committed experts are 96.5–100% right on their skills (docs/demo.md): at most 2 of these
+      // questions may miss (≥ 3 misses is under a 1% chance with those experts, and certain with
+      // the earlier artifacts, which got 13 of 20)
+      const total = SKILLS.reduce((n, s) => n + (right[s] ?? 0), 0)
+      expect(total, lines.map((l) => `${l.question} → ${l.answer}`).join("\n")).toBeGreaterThanOrEqual(questions.length - 2)
       // the cluster stopped: no state file, no agent or nats-server left
       expect(readdirSync(stateDir).filter((f) => f.endsWith(".json"))).toEqual([])
       for (const pid of [...r.err.matchAll(/\bpid[": ]+(\d+)/g)].map((m) => Number(m[1]))) expect(alive(pid), `pid ${pid} still running`).toBe(false)
