@@ -376,7 +376,7 @@ export const format = (ex: { question: string; answer?: string }, opts: FormatOp
 
 /**
  * The model-internal completion for any plain answer to `question`, right or wrong (the inverse
- * of `parse`): `add 37 45` + `81` → `0081`, `count a in banana` + `2` → `a011223=2`; plain skills and
+ * of `parse`): `add 37 45` + `81` → `0081`, `count a in banana` + `2` → `a000000011223=2`; plain skills and
  * answers that do not fit the skill's shape pass unchanged. Preference data from a cluster whose
  * experts speak plain answers is turned back into what their models train on with it.
  */
