@@ -328,6 +328,10 @@ async function trainAdapterProcess(s: SkillName, w: number, queued: ReadonlyArra
     env: { ...process.env, MOA_NATIVE_THREADS: "1" },
     stdio: ["ignore", "pipe", "inherit"],
   })
+  // when this process exits (another adapter failed, or it was stopped), the child goes too
+  const stop = () => child.kill()
+  process.once("exit", stop)
+  child.once("exit", () => process.off("exit", stop))
   let buf = ""
   child.stdout.setEncoding("utf8").on("data", (d: string) => {
     buf += d
