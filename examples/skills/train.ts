@@ -129,13 +129,15 @@ const totalSteps = steps(BASE_STEPS) + SKILLS.reduce((a, s) => a + steps(ADAPTER
 // left times its share of the remaining cost, so time an adapter saves by stopping early goes to
 // the stages after it; the adapter workers (--jobs) take the costliest first.
 const paddedLength = (rows: ReadonlyArray<{ prompt: string; completion: string }>): number => {
-  const lengths = Array.from({ length: GROUP * 64 }, (_, k) => {
+  // 16 batches of 64 sampled rows: sorted first when batches are grouped by length (--group > 1)
+  const lengths = Array.from({ length: 16 * 64 }, (_, k) => {
     const f = rows[(k * 104729) % rows.length]!
     return [...f.prompt].length + [...f.completion].length + 3
-  }).sort((x, y) => x - y)
+  })
+  if (GROUP > 1) lengths.sort((x, y) => x - y)
   let sum = 0
-  for (let b = 0; b < GROUP; b++) sum += lengths[b * 64 + 63]!
-  return sum / GROUP
+  for (let b = 0; b < 16; b++) sum += Math.max(...lengths.slice(b * 64, b * 64 + 64))
+  return sum / 16
 }
 const stageCost: Record<string, number> = {}
 const capDeadline = minutes === undefined ? undefined : t0 + minutes * 60_000
