@@ -18,7 +18,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { defineAgent, defineCluster, type AgentDefinition, type VerbHandler } from "@moa/runtime"
 import { defineExpert } from "@moa/expert"
-import { SKILLS, toPrompt, toCompletion, parse, detectSkill, type SkillName } from "@moa/skills"
+import { SKILLS, toPrompt, toCompletion, parse, detectSkill, maxCompletionLength, type SkillName } from "@moa/skills"
 import { defineCoordinator, plainSkillTasks } from "@moa/coordinator"
 import type { GenerateChunk, GenerateRequest, GenerateResponse } from "@moa/protocol"
 import { aggregatorExpert, hasAggregator } from "./aggregator.ts"
@@ -181,8 +181,8 @@ const coordinator = defineCoordinator({
   // on these r 16 adapters DPO at lr 1e-4 and up made every candidate worse (sort 91% → 58–82%);
   // ORPO at 1e-4 over 20 steps was the setting that did not hurt (docs/coordinator.md, skills cluster)
   hyper: { maxSteps: 20, learningRate: 1e-4 },
-  // the longest completion inside a model: count's scratchpad (`a011223=3`: up to 16 characters) and the end marker
-  maxTokens: 24,
+  // the longest completion inside a model (capital's 27 characters) and the end marker
+  maxTokens: Math.max(...SKILLS.map((s) => maxCompletionLength(s))) + 1,
 })
 
 export default defineCluster({

@@ -29,14 +29,14 @@ import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { initBackend, loadCheckpoint, generate, encodeExample, train as trainModel, type GPT, type Tokenizer } from "@moa/model"
 import { Adapter, baseFingerprint } from "@moa/tune"
-import { SKILLS, generate as skillQuestions, allCapitals, toPrompt, parse, reward, type SkillName, type Example } from "@moa/skills"
+import { SKILLS, generate as skillQuestions, allCapitals, toPrompt, parse, reward, maxCompletionLength, type SkillName, type Example } from "@moa/skills"
 import { Gate, featuresFromSpec, buildAggregatorDataset, formatAggregatorPrompt, parseAggregatorPrompt, weightedVote, normalizeAnswer, type CandidateSet } from "@moa/router"
 import { aggregatorView, aggregatorTarget, readAggregatorOutput, baseFileHash, ANSWER_CHARS } from "./aggregator.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const EXPERTS = [...SKILLS, "base"] as const
-/** Completion tokens an expert's answer can need (+ the end marker), as train.ts evaluates: count's scratchpad (`a011223=3`) is up to 16, "Edinburgh of the Seven Seas" 27. */
-const MAX_NEW: Record<SkillName, number> = { add: 6, count: 18, reverse: 12, sort: 12, capital: 29 }
+/** Completion tokens an expert's answer can need (+ the end marker), as train.ts evaluates. */
+const MAX_NEW = Object.fromEntries(SKILLS.map((s) => [s, maxCompletionLength(s) + 2])) as Record<SkillName, number>
 
 export interface TrainAggregatorOptions {
   /** Folder with base/, adapters/<skill>/, gate/ (default examples/skills/artifacts). */

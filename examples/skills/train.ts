@@ -28,7 +28,7 @@ import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { initBackend, CharTokenizer, GPT, makeConfig, train as trainModel, encodeExample, saveCheckpoint, loadCheckpoint, type Progress } from "@moa/model"
 import { Adapter, baseFingerprint, evaluateSkills, type EvalResult } from "@moa/tune"
-import { SKILLS, generate, allCapitals, format, type Example, type SkillName } from "@moa/skills"
+import { SKILLS, generate, allCapitals, format, maxCompletionLength, type Example, type SkillName } from "@moa/skills"
 import { Gate, defaultGateConfig, ngramFeatures, trainGate } from "@moa/router"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -172,14 +172,8 @@ const trainSet = (s: SkillName, n: number) => (s === "capital" ? allCapitals() :
 const testSet = (s: SkillName): Example[] => (s === "capital" ? allCapitals() : generate(s, { n: nEval, seed: seed + 1000, split: "test", unique: true }))
 /** Early-stopping questions: from the training split (a different seed), never the test split. */
 const valSet = (s: SkillName): Example[] => (s === "capital" ? allCapitals() : generate(s, { n: 200, seed: seed + 500, split: "train", unique: true }))
-/**
- * Completion tokens an answer can need: the longest completion + the end marker + 1. (Capital's
- * was a fixed 24, shorter than "Edinburgh of the Seven Seas" (27): 2 of the 494 questions could
- * never be answered, and recall could never reach 100%.)
- */
-const MAX_NEW = Object.fromEntries(
-  SKILLS.map((s) => [s, Math.max(...[...trainSet(s, 2000), ...testSet(s)].map((e) => [...format(e).completion].length)) + 2]),
-) as Record<SkillName, number>
+/** Completion tokens an answer can need: the longest completion + the end marker + 1. */
+const MAX_NEW = Object.fromEntries(SKILLS.map((s) => [s, maxCompletionLength(s) + 2])) as Record<SkillName, number>
 /**
  * The base's mixture: one example per row, an equal share per skill: 20,000 drawn questions of
  * each skill, and capital's 494 questions (the facts are the task) repeated to as many rows. (At

@@ -393,6 +393,22 @@ export const toCompletion = (question: string, answer: string, opts: FormatOptio
   return a
 }
 
+/**
+ * The most characters a model completion of `skill` can have, in the formats above (add: the
+ * padded sum; reverse/sort: the longest string; capital: the longest capital, "Edinburgh of the
+ * Seven Seas" = 27; count: letter + scratchpad + `=` + a two-digit count = 16). Generation budgets
+ * derive from it: a fixed 24 once made 2 of the 494 capital questions unanswerable.
+ */
+export const maxCompletionLength = (skill: SkillName, size: Size = "full"): number => {
+  switch (skill) {
+    case "add": return addWidth(size).sum
+    case "reverse": return size === "ci" ? 4 : 10
+    case "sort": return size === "ci" ? 5 : 10
+    case "capital": return Math.max(...(size === "ci" ? ciCapitalFacts() : capitalFacts()).map((f) => [...f.capital].length))
+    case "count": return 1 + countWidth(size) + 1 + String(countWidth(size)).length
+  }
+}
+
 /** The plain answer a user sees, read from the model's completion for `question`'s skill. */
 export const parse = (question: string, completion: string): string => {
   const p = parseAny(question)

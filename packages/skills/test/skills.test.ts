@@ -15,6 +15,7 @@ import {
   solve,
   splitOf,
   toPrompt,
+  maxCompletionLength,
 } from "../src/index.ts"
 
 describe("skills", () => {
@@ -99,6 +100,16 @@ describe("skills", () => {
     expect(() => format({ question: "add 1 1", answer: "3" })).toThrow(/wrong/)
     expect(() => reward("hello", "x")).toThrow(/not a question/)
     expect(check(" 82 ", "82")).toBe(true)
+  })
+
+  it("maxCompletionLength bounds every completion, and some completion reaches it", () => {
+    for (const size of ["full", "ci"] as const)
+      for (const skill of SKILLS) {
+        const qs = skill === "capital" ? allCapitals(size) : generate(skill, { n: 3000, seed: 3, split: "train", size })
+        const longest = Math.max(...qs.map((e) => [...format(e, { size }).completion].length))
+        const extreme = skill === "count" ? [...format({ question: `count a in ${"a".repeat(size === "ci" ? 6 : 12)}` }, { size }).completion].length : longest
+        expect(Math.max(longest, extreme), `${skill} ${size}`).toBe(maxCompletionLength(skill, size))
+      }
   })
 
   it("turns any plain answer, right or wrong, back into the model's completion (toCompletion ∘ parse = id)", () => {
