@@ -106,6 +106,20 @@ describe("DPO (sigmoid / robust / hinge / ipo) matches PyTorch", () => {
     })
   })
 
+  it("by hand: rpoAlpha adds α · the chosen NLL to the loss, with gradient α on it (TRL's rpo_alpha)", () => {
+    tf.tidy(() => {
+      const inp = { policyChosenLogps: t1([-1]), policyRejectedLogps: t1([-3]), refChosenLogps: t1([-2]), refRejectedLogps: t1([-2]) }
+      const nll = tf.scalar(0.75)
+      const out = dpoLoss({ ...inp, chosenNll: nll }, dpoConfig({ beta: 0.5, rpoAlpha: 2 }))
+      expect(out.loss.dataSync()[0]).toBeCloseTo(0.3132617 + 2 * 0.75, 6)
+      expect(out.metrics.nll_loss.dataSync()[0]).toBeCloseTo(0.75, 7)
+      const g = tf.grad((x: tf.Tensor) => dpoLoss({ ...inp, chosenNll: x as tf.Scalar }, dpoConfig({ rpoAlpha: 2 })).loss)(nll)
+      expect(g.dataSync()[0]).toBeCloseTo(2, 6)
+      expect(() => dpoLoss(inp, dpoConfig({ rpoAlpha: 1 }))).toThrow(/chosenNll/)
+      expect(() => dpoConfig({ rpoAlpha: -1 })).toThrow(/rpoAlpha/)
+    })
+  })
+
   it("referenceFree ignores the reference log-probs", () => {
     tf.tidy(() => {
       const inp = { policyChosenLogps: t1([-1]), policyRejectedLogps: t1([-3]), refChosenLogps: t1([-9]), refRejectedLogps: t1([0]) }

@@ -130,6 +130,27 @@ describe("pairwise preference training flips it", () => {
     })
   }
 
+  it("dpo with rpoAlpha: step 1 reports the chosen answers' mean token NLL, and the chosen log-prob rises more than without it", async () => {
+    const chosenLogp = () =>
+      tf.tidy(() => {
+        const c = completionBatch(pairs.map((p) => ({ prompt: p.prompt, completion: p.chosen })))
+        return [tf.sum(tokenLogps(model, c)).dataSync()[0], tf.sum(c.mask).dataSync()[0]] as const
+      })
+    const run = async (rpoAlpha: number) => {
+      restore(model)
+      const [sum0, tokens] = chosenLogp()
+      const r = await trainDPO(model, pairs, pairwiseConfig("dpo", { beta: 0.1, learningRate: 1e-2, rpoAlpha, batchSize: pairs.length, maxSteps: 10 }), undefined, { cacheDir })
+      return { nll0: -sum0 / tokens, first: r.history[0], rise: chosenLogp()[0] - sum0 }
+    }
+    const plain = await run(0)
+    const rpo = await run(1)
+    expect(plain.first.nll_loss).toBeUndefined()
+    expect(rpo.first.nll_loss).toBeCloseTo(rpo.nll0, 4)
+    expect(rpo.first.loss).toBeCloseTo(plain.first.loss + rpo.nll0, 4)
+    expect(rpo.rise).toBeGreaterThan(plain.rise)
+    expect(accuracy(model)).toBeGreaterThanOrEqual(0.8)
+  })
+
   it("the reference log-probs are computed once, cached on disk, and read back for the same model and data", () => {
     restore(model)
     const a = precomputePairReference(model, pairs, { cacheDir })

@@ -14,12 +14,18 @@ export interface DPOConfig extends TrainingArgs {
   labelSmoothing: number
   /** Drop the reference (π_ref = uniform): logits = log π(y_w) − log π(y_l). */
   referenceFree: boolean
+  /**
+   * Weight of the chosen answers' token NLL added to the loss (TRL's rpo_alpha; Pang et al. 2024,
+   * "Iterative Reasoning Preference Optimization"). 0 = plain DPO. Without it DPO can lower the
+   * chosen answers' likelihood along with the rejected ones' (their tokens are mostly shared).
+   */
+  rpoAlpha: number
 }
 
 export function dpoConfig(given?: Partial<DPOConfig>): DPOConfig {
   return makeConfig<DPOConfig>(
     "DPOConfig",
-    { ...trainingDefaults, beta: 0.1, lossType: "sigmoid", labelSmoothing: 0, referenceFree: false },
+    { ...trainingDefaults, beta: 0.1, lossType: "sigmoid", labelSmoothing: 0, referenceFree: false, rpoAlpha: 0 },
     {
       beta: positive,
       lossType: oneOf<DPOLossType>("sigmoid", "ipo", "hinge", "robust"),
@@ -32,6 +38,7 @@ export function dpoConfig(given?: Partial<DPOConfig>): DPOConfig {
         return undefined
       },
       referenceFree: (v) => (typeof v === "boolean" ? undefined : `must be true or false, got ${JSON.stringify(v)}`),
+      rpoAlpha: nonNegative,
     },
     given,
   )
@@ -42,6 +49,8 @@ export interface DPOLossInput {
   policyRejectedLogps: tf.Tensor1D // [B]
   refChosenLogps: tf.Tensor1D // [B]
   refRejectedLogps: tf.Tensor1D // [B]
+  /** Mean token NLL of the chosen completions (needed when rpoAlpha > 0). */
+  chosenNll?: tf.Scalar
 }
 
 export interface LossOutput {
@@ -59,11 +68,12 @@ export interface LossOutput {
  *   robust:  (−(1−ε)·log σ(βh) + ε·log σ(−βh)) / (1 − 2ε)
  *   hinge:   max(0, 1 − βh)
  *   ipo:     (h − 1/(2β))²   (TRL feeds IPO length-averaged log-probs; the trainer does that)
- * Rewards: β·(log π − log π_ref) for chosen and rejected.
+ * Rewards: β·(log π − log π_ref) for chosen and rejected. With rpoAlpha > 0 the loss adds
+ * rpoAlpha · chosenNll (TRL: loss = dpo_loss + rpo_alpha · nll_loss).
  */
 export function dpoLoss(
   input: DPOLossInput,
-  config: Pick<DPOConfig, "beta" | "lossType" | "labelSmoothing"> & { referenceFree?: boolean },
+  config: Pick<DPOConfig, "beta" | "lossType" | "labelSmoothing"> & { referenceFree?: boolean; rpoAlpha?: number },
 ): LossOutput {
   const { beta, lossType, labelSmoothing: eps } = config
   const piLogratios = tf.sub(input.policyChosenLogps, input.policyRejectedLogps)
@@ -89,11 +99,12 @@ export function dpoLoss(
   }
   const chosenRewards = tf.mul(tf.sub(input.policyChosenLogps, input.refChosenLogps), beta)
   const rejectedRewards = tf.mul(tf.sub(input.policyRejectedLogps, input.refRejectedLogps), beta)
-  return {
-    loss: mean(losses),
-    losses: losses as tf.Tensor1D,
-    metrics: rewardMetrics(chosenRewards, rejectedRewards, input.policyChosenLogps, input.policyRejectedLogps),
-  }
+  const metrics = rewardMetrics(chosenRewards, rejectedRewards, input.policyChosenLogps, input.policyRejectedLogps)
+  const alpha = config.rpoAlpha ?? 0
+  if (alpha > 0 && input.chosenNll === undefined) throw new Error("dpoLoss: rpoAlpha > 0 needs chosenNll (the chosen completions' mean token NLL)")
+  const loss = alpha > 0 ? tf.add(mean(losses), tf.mul(input.chosenNll!, alpha)) : mean(losses)
+  if (alpha > 0) metrics.nll_loss = input.chosenNll!
+  return { loss: loss as tf.Scalar, losses: losses as tf.Tensor1D, metrics }
 }
 
 /** rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected. */

@@ -208,6 +208,8 @@ function pairwiseLoss(
           policyRejectedLogps: sequenceLogps(t.rl, t.rm, average),
           refChosenLogps: tf.tensor1d(refC),
           refRejectedLogps: tf.tensor1d(refR),
+          // RPO: the chosen tokens' mean NLL [] (over every chosen token of the batch, as TRL)
+          ...(cfg.rpoAlpha > 0 ? { chosenNll: tf.div(tf.neg(tf.sum(t.cl)), tf.maximum(tf.sum(t.cm), 1)) as tf.Scalar } : {}),
         },
         cfg,
       )
