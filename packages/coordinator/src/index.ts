@@ -1,6 +1,6 @@
 export * from "./logic.ts"
 export { Store, type RegistryEntry } from "./store.ts"
-export { Coordinator, TrainJob, rollback, runRounds, type ExpertSpec, type RoundOptions } from "./round.ts"
+export { mapLimited, Coordinator, TrainJob, rollback, runRounds, type ExpertSpec, type RoundOptions } from "./round.ts"
 export { skillTasks, plainSkillTasks, revTasks, taskSpecOf, parseExperts, type TaskSpec } from "./tasks.ts"
 export { roundsSvg } from "./plot.ts"
 export { buildWeakExpert, type WeakExpertOptions } from "./fixture.ts"

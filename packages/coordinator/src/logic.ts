@@ -213,6 +213,9 @@ export function defaultHyper(algo: Algo, examples: number): Record<string, unkno
   const epochs = 3
   const maxSteps = Math.max(4, Math.min(60, Math.ceil((examples * epochs) / batchSize)))
   if (algo === "grpo" || algo === "ppo") return { learningRate: 2e-3 * 2.5, batchSize: Math.min(8, batchSize), maxSteps, beta: 0 }
+  // DPO with the chosen answers' NLL (RPO, TRL's rpo_alpha = 1): the pairs of a round share most
+  // tokens, and plain DPO lowered the right answers with the wrong ones (docs/coordinator.md)
+  if (algo === "dpo") return { learningRate: 5e-3, batchSize, maxSteps, beta: 0.1, rpoAlpha: 1 }
   return { learningRate: 5e-3, batchSize, maxSteps, beta: 0.1 }
 }
 

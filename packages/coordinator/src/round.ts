@@ -139,6 +139,27 @@ function withUserPairs(td: { algorithm: string; data: unknown[] }, pairs: Readon
   return td
 }
 
+/**
+ * `fn` over `items` with at most `limit` calls in flight, results in input order. An expert
+ * queues a bounded number of requests (64 in flight, 512 waiting by default) and refuses the
+ * rest as OVERLOADED, so a held-out set of 1,000 prompts cannot be sent at once.
+ */
+export async function mapLimited<T, R>(items: ReadonlyArray<T>, limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length)
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i]!, i)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker))
+  return out
+}
+
+/** Requests one coordinator keeps in flight to one expert (below the expert's default 64). */
+const IN_FLIGHT = 48
+
 /** A round runner bound to one connection. */
 export class Coordinator {
   readonly client: AgentClient
@@ -200,8 +221,8 @@ export class Coordinator {
     const tasks = ex.tasks.tasks("test", opts.n ?? this.opts.heldOut ?? 60, opts.seed ?? 1000 + (this.opts.seed ?? 0))
     if (tasks.length === 0) throw new Error(`task ${ex.tasks.name} has no held-out prompts`)
     const adapter = version === "base" ? {} : { adapter: `${this.adapterOf(ex)}@${version}` }
-    const outs = await Promise.all(
-      tasks.map((t) => this.client.call(ex.name, "generate", { prompt: t.prompt, temperature: 0, maxTokens: this.opts.maxTokens ?? 12, ...adapter }, { timeoutMs: 120_000 })),
+    const outs = await mapLimited(tasks, IN_FLIGHT, (t) =>
+      this.client.call(ex.name, "generate", { prompt: t.prompt, temperature: 0, maxTokens: this.opts.maxTokens ?? 12, ...adapter }, { timeoutMs: 120_000 }),
     )
     return tasks.filter((t, i) => ex.tasks.verify(t, outs[i]!.text) === 1).length / tasks.length
   }
@@ -228,9 +249,8 @@ export class Coordinator {
       tasks = ex.tasks.tasks("train", n, round * 7919 + (this.opts.seed ?? 0))
       sources = [verifiable, ...others]
     }
-    const groups: ScoredGroup[] = []
-    const errors: RewardError[] = []
-    for (const [ti, t] of tasks.entries()) {
+    // several prompts at a time (k candidates each), so the expert can batch their decoding
+    const scored = await mapLimited(tasks, Math.max(1, Math.floor(IN_FLIGHT / k)), async (t, ti) => {
       const outs = await Promise.all(
         Array.from({ length: k }, (_, j) =>
           this.client.call(
@@ -244,10 +264,10 @@ export class Coordinator {
         ),
       )
       const completions = outs.map((o) => o.text)
-      const r = scoreGroup(t, completions, sources, completions)
-      groups.push(r.group)
-      errors.push(...r.errors)
-    }
+      return scoreGroup(t, completions, sources, completions)
+    })
+    const groups: ScoredGroup[] = scored.map((r) => r.group)
+    const errors: RewardError[] = scored.flatMap((r) => r.errors)
     return { groups, errors, ...(feedback ? { feedback } : {}) }
   }
 

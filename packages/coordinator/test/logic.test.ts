@@ -1,0 +1,33 @@
+// The coordinator's pure parts: bounded concurrency towards an expert and the default job hyper-parameters.
+import { describe, expect, it } from "vitest"
+import { defaultHyper, mapLimited } from "../src/index.ts"
+
+describe("mapLimited", () => {
+  it("keeps at most `limit` calls in flight and returns results in input order", async () => {
+    let inFlight = 0
+    let most = 0
+    const items = Array.from({ length: 700 }, (_, i) => i)
+    const out = await mapLimited(items, 48, async (x) => {
+      inFlight++
+      most = Math.max(most, inFlight)
+      // finish out of order: later items sometimes return first
+      await new Promise((r) => setTimeout(r, (x * 7) % 5))
+      inFlight--
+      return x * 2
+    })
+    expect(most).toBe(48)
+    expect(out).toEqual(items.map((x) => x * 2))
+  })
+
+  it("passes a failure through and handles an empty list", async () => {
+    expect(await mapLimited([], 8, async () => 1)).toEqual([])
+    await expect(mapLimited([1, 2, 3], 2, async (x) => (x === 2 ? Promise.reject(new Error("boom 2")) : x))).rejects.toThrow("boom 2")
+  })
+})
+
+describe("defaultHyper", () => {
+  it("anchors DPO with the chosen answers' NLL (rpoAlpha 1) and leaves the others without it", () => {
+    expect(defaultHyper("dpo", 100).rpoAlpha).toBe(1)
+    for (const a of ["ipo", "simpo", "orpo", "kto", "grpo", "ppo"] as const) expect(defaultHyper(a, 100).rpoAlpha).toBeUndefined()
+  })
+})
