@@ -80,11 +80,18 @@ export const revTasks = (): TaskSpec => ({
   fromQuestion: (q) => (/^rev [a-z]+$/.test(q.trim()) ? { question: q.trim(), prompt: q.trim() } : undefined),
 })
 
+/**
+ * A task by name: `rev`, a skill in the model's own format (`sort` CI size, `sort:full`), or a
+ * skill in plain questions and answers for experts that translate themselves (`sort:plain`,
+ * full size: the skills cluster of examples/skills).
+ */
 export const taskSpecOf = (name: string): TaskSpec => {
   if (name === "rev") return revTasks()
-  const [skill, size] = name.split(":")
+  const [skill, size, ...rest] = name.split(":")
   const skills = ["add", "reverse", "sort", "capital", "count"]
-  if (!skills.includes(skill!)) throw new Error(`unknown task "${name}": use rev or one of ${skills.join(", ")} (add ":full" for the full size)`)
+  if (!skills.includes(skill!) || rest.length > 0 || (size !== undefined && !["full", "ci", "plain"].includes(size)))
+    throw new Error(`unknown task "${name}": use rev or one of ${skills.join(", ")}, optionally with ":full" (full size), ":ci" (the default) or ":plain" (plain questions, full size)`)
+  if (size === "plain") return plainSkillTasks(skill as SkillName)
   return skillTasks(skill as SkillName, size === "full" ? "full" : "ci")
 }
 

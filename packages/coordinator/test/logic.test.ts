@@ -1,6 +1,6 @@
 // The coordinator's pure parts: bounded concurrency towards an expert and the default job hyper-parameters.
 import { describe, expect, it } from "vitest"
-import { defaultHyper, mapLimited } from "../src/index.ts"
+import { defaultHyper, mapLimited, taskSpecOf } from "../src/index.ts"
 
 describe("mapLimited", () => {
   it("keeps at most `limit` calls in flight and returns results in input order", async () => {
@@ -29,5 +29,23 @@ describe("defaultHyper", () => {
   it("anchors DPO with the chosen answers' NLL (rpoAlpha 1) and leaves the others without it", () => {
     expect(defaultHyper("dpo", 100).rpoAlpha).toBe(1)
     for (const a of ["ipo", "simpo", "orpo", "kto", "grpo", "ppo"] as const) expect(defaultHyper(a, 100).rpoAlpha).toBeUndefined()
+  })
+})
+
+describe("taskSpecOf", () => {
+  it("names skills in the model's format (ci, full) and in plain questions (:plain, for experts that translate)", () => {
+    expect(taskSpecOf("sort").name).toBe("sort:ci")
+    expect(taskSpecOf("sort:full").name).toBe("sort")
+    const plain = taskSpecOf("count:plain")
+    expect(plain.name).toBe("count:plain")
+    const [t] = plain.tasks("test", 1, 1000)
+    expect(t!.prompt).toBe(t!.question) // the question itself, not the model's internal prompt
+    expect(plain.verify(t!, t!.reference!)).toBe(1)
+  })
+
+  it("refuses unknown tasks and sizes with the accepted forms", () => {
+    expect(() => taskSpecOf("sorting")).toThrow(/unknown task "sorting".*:plain/)
+    expect(() => taskSpecOf("sort:huge")).toThrow(/unknown task "sort:huge"/)
+    expect(() => taskSpecOf("sort:plain:full")).toThrow(/unknown task/)
   })
 })

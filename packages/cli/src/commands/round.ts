@@ -1,7 +1,7 @@
 /**
  * `moa round start|status|rollback`: preference rounds run by the coordinator (docs/coordinator.md).
  *
- *   moa round start --algo dpo --rounds 3 --experts sort=sort [--run r1] [--k 6] [--prompts 24] [--held-out 60] [--source tasks|feedback] [--plot rounds.svg]
+ *   moa round start --algo dpo --rounds 3 --experts sort=sort [--run r1] [--k 6] [--prompts 24] [--held-out 60] [--max-tokens 12] [--min-gain 0] [--hyper JSON] [--source tasks|feedback] [--plot rounds.svg]
  *   moa round status [--run r1]
  *   moa round rollback <expert> <version>
  */
@@ -59,6 +59,8 @@ const start = Command.make(
     prompts: Options.integer("prompts").pipe(Options.withDescription("training prompts per round and expert"), Options.withDefault(24)),
     heldOut: Options.integer("held-out").pipe(Options.withDescription("held-out prompts per evaluation"), Options.withDefault(60)),
     hyper: Options.text("hyper").pipe(Options.withDescription("training hyper-parameters as JSON, e.g. {\"learningRate\":0.002,\"maxSteps\":20}"), Options.optional),
+    maxTokens: Options.integer("max-tokens").pipe(Options.withDescription("tokens an answer may take (default 12; the skills cluster's count and capital need 28)"), Options.optional),
+    minGain: Options.float("min-gain").pipe(Options.withDescription("promote only above the served version's held-out accuracy + this (e.g. 0.005 = half a point; default 0)"), Options.optional),
     source: Options.choice("source", ["tasks", "feedback"]).pipe(
       Options.withDescription("training prompts: the experts' task sets, or feedback = the questions, ratings and better answers users gave in moa console"),
       Options.withDefault("tasks" as const),
@@ -70,6 +72,10 @@ const start = Command.make(
   (o) =>
     Effect.gen(function* () {
       if (!isAlgo(o.algo)) return yield* Effect.fail(new CliFailure({ message: `moa round start: --algo ${o.algo} is not one of dpo, ipo, simpo, orpo, kto, ppo, grpo` }))
+      if (Option.isSome(o.maxTokens) && !(o.maxTokens.value > 0 && o.maxTokens.value <= 4096))
+        return yield* Effect.fail(new CliFailure({ message: `moa round start: --max-tokens ${o.maxTokens.value} must be between 1 and 4096` }))
+      if (Option.isSome(o.minGain) && !(o.minGain.value >= 0 && o.minGain.value < 1))
+        return yield* Effect.fail(new CliFailure({ message: `moa round start: --min-gain ${o.minGain.value} must be a fraction in [0, 1), e.g. 0.005 for half a point` }))
       const experts = yield* Effect.try({ try: () => parseExperts(o.experts), catch: cliFail })
       const hyper = yield* Effect.try({ try: () => (Option.isSome(o.hyper) ? (JSON.parse(o.hyper.value) as Record<string, unknown>) : undefined), catch: (e) => cliFail(`--hyper is not valid JSON: ${(e as Error).message}`) })
       const run = Option.getOrElse(o.run, () => `${o.algo}-${new Date().toISOString().replace(/[-:T.Z]/g, "").slice(0, 14)}`)
@@ -88,6 +94,8 @@ const start = Command.make(
               prompts: o.prompts,
               heldOut: o.heldOut,
               hyper,
+              ...(Option.isSome(o.maxTokens) ? { maxTokens: o.maxTokens.value } : {}),
+              ...(Option.isSome(o.minGain) ? { minGain: o.minGain.value } : {}),
               promptSource: o.source,
               onEvent: (e) => process.stdout.write(`${progressLine(e)}\n`),
             })
