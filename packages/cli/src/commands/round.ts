@@ -1,7 +1,7 @@
 /**
  * `moa round start|status|rollback`: preference rounds run by the coordinator (docs/coordinator.md).
  *
- *   moa round start --algo dpo --rounds 3 --experts sort=sort [--run r1] [--k 6] [--prompts 24] [--held-out 60] [--max-tokens 12] [--min-gain 0] [--hyper JSON] [--source tasks|feedback] [--plot rounds.svg]
+ *   moa round start --algo dpo --rounds 3 --experts sort=sort [--run r1] [-k 6] [--prompts 24] [--held-out 60] [--max-tokens 12] [--min-gain 0] [--hyper JSON] [--source tasks|feedback] [--plot rounds.svg]
  *   moa round status [--run r1]
  *   moa round rollback <expert> <version>
  */

@@ -2,7 +2,7 @@
  * `moa router …`: train and store the gate, ask the router, show the stored gate.
  *
  *   moa router train [--cluster c] [--nats url] [--n-train 40] [--n-held-out 40] [--epochs 30]
- *                    [--hidden 0] [--k 1] [--threshold 0] [--fallback base] [--lb-coef 0.01]
+ *                    [--hidden 0] [-k 1] [--threshold 0] [--fallback base] [--lb-coef 0.01]
  *                    [--version v3] [--out dir] [--no-publish] [--json]
  *   moa router ask "add 2 3" [--mode moe|moa|self-moa|single] [--expert e] [--proposers a,b,c]
  *                    [--layers 1] [--samples 5] [--aggregator vote|best-of-n:judge:<expert>|model:<expert>] [--json]
