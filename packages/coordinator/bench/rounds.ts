@@ -25,7 +25,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { connect } from "@nats-io/transport-node"
 import { startNatsServer } from "@moa/bus/testing"
-import { Coordinator, defaultHyper, isAlgo, roundsSvg, skillTasks, plainSkillTasks, summarize, pct } from "../src/index.ts"
+import { Coordinator, defaultHyper, isAlgo, rollback, roundsSvg, skillTasks, plainSkillTasks, summarize, pct } from "../src/index.ts"
 import { generate, isSkill } from "@moa/skills"
 import { startExpert, weakModel } from "../test/helpers.ts"
 
@@ -58,12 +58,7 @@ try {
   // where the run starts (cluster only): a given version, or a freshly SFT-trained adapter
   const from = arg("from", "")
   const start = arg("start", "")
-  const serve = async (version: string) => {
-    const adapter = spec.name
-    await c.client.call(spec.name, "adapters-load", { name: adapter, version }, { timeoutMs: 120_000 })
-    const reg = await c.store.registry(spec.name)
-    await c.store.putRegistry({ expert: spec.name, adapter, current: version, history: [...(reg?.history ?? []), { version, action: "rollback", at: new Date().toISOString() }] })
-  }
+  const serve = (version: string) => rollback(nc, cluster, spec.name, version, { register: { adapter: spec.name } })
   const c = await Coordinator.open(nc, {
     cluster,
     run: `${algo}-${Date.now()}`,
@@ -113,13 +108,13 @@ try {
     return tasks.filter((t, i) => spec.tasks.verify(t, outs[i]!.text) === 1).length / tasks.length
   }
   const h1 = external ? a : await half(all.filter((_, i) => i % 2 === 0))
-  const h2 = external ? await c.evaluate(spec, served, { seed: 2000 }) : await half(all.filter((_, i) => i % 2 === 1))
   // on a cluster: every served version on a second held-out set the promotion never saw
   const second = new Map<string, number>()
   const secondOf = async (v: string) => {
     if (!second.has(v)) second.set(v, await c.evaluate(spec, v, { seed: 2000 }))
     return second.get(v)!
   }
+  const h2 = external ? await secondOf(served) : await half(all.filter((_, i) => i % 2 === 1))
   const servedAfter: string[] = []
   if (external) {
     let v = startVersion!

@@ -28,16 +28,19 @@ const nc = await connect({ servers: arg("nats", process.env.MOA_NATS_URL ?? "nat
 try {
   const spec = { name: expert, tasks: plainSkillTasks(expert) }
   const c = await Coordinator.open(nc, { cluster: arg("cluster", "skills"), run: `sft-ceiling-${Date.now()}`, algo: "dpo", rounds: 1, experts: [spec], heldOut, maxTokens: 32 })
-  const before = [await c.evaluate(spec, from), await c.evaluate(spec, from, { seed: 2000 })]
-  // where the starting version is wrong: greedy errors by answer length on both held-out sets
-  const tasks = [...spec.tasks.tasks("test", heldOut, 1000), ...spec.tasks.tasks("test", heldOut, 2000)]
-  const outs = await mapLimited(tasks, 48, (t) => c.client.call<{ text: string }>(expert, "generate", { prompt: t.prompt, temperature: 0, maxTokens: 32, adapter: `${expert}@${from}` }))
+  // the starting version on both held-out sets (the sets c.evaluate uses): its accuracy on each,
+  // and where it is wrong, by answer length
+  const sets = [spec.tasks.tasks("test", heldOut, 1000), spec.tasks.tasks("test", heldOut, 2000)]
+  const tasks = sets.flat()
+  const outs = await mapLimited(tasks, 48, (t) => c.client.call<{ text: string }>(expert, "generate", { prompt: t.prompt, temperature: 0, maxTokens: 32, ...(from === "base" ? {} : { adapter: `${expert}@${from}` }) }))
+  const right = tasks.map((t, i) => spec.tasks.verify(t, outs[i]!.text) === 1)
+  const before = [right.slice(0, sets[0]!.length), right.slice(sets[0]!.length)].map((r) => r.filter(Boolean).length / r.length)
   const byLen = new Map<number, { wrong: number; n: number }>()
   tasks.forEach((t, i) => {
     const L = [...(t.reference ?? "")].length
     const b = byLen.get(L) ?? { wrong: 0, n: 0 }
     b.n++
-    if (spec.tasks.verify(t, outs[i]!.text) !== 1) b.wrong++
+    if (!right[i]) b.wrong++
     byLen.set(L, b)
   })
   const lengths = [...byLen.keys()].sort((x, y) => x - y)

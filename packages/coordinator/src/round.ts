@@ -568,12 +568,14 @@ export class Coordinator {
  * Roll an expert back (or forward) to any version it ever had; "base" drops the adapter. One
  * `adapters-load { name, version }`: the expert re-registers a version still on its disk, or
  * fetches it from the Object Store (`moa_weights_<cluster>`) when it is on another host or its
- * artifacts folder is new — no shared filesystem.
+ * artifacts folder is new — no shared filesystem. An expert not in the registry is refused unless
+ * `opts.register` names the adapter to register it with.
  */
-export async function rollback(nc: NatsConnection, cluster: string, expert: string, version: string): Promise<RegistryEntry> {
+export async function rollback(nc: NatsConnection, cluster: string, expert: string, version: string, opts: { register?: { adapter: string } } = {}): Promise<RegistryEntry> {
   const store = await Store.open(nc, cluster)
   const client = makeClient(nc, cluster)
-  const reg = await store.registry(expert)
+  // `register`: an expert no round has registered yet gets its entry here (a bench that picks the starting version)
+  const reg = (await store.registry(expert)) ?? (opts.register ? { expert, adapter: opts.register.adapter, current: "unregistered", history: [] } : undefined)
   if (!reg) throw new Error(`no expert "${expert}" in the registry of cluster ${cluster}: known: ${(await store.registryAll()).map((r) => r.expert).join(", ") || "none (run a round first)"}`)
   if (version === "base") await client.call(expert, "adapters-unload", { name: reg.adapter }, { timeoutMs: 30_000 })
   else await client.call(expert, "adapters-load", { name: reg.adapter, version }, { timeoutMs: 120_000 })
