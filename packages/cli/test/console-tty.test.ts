@@ -23,6 +23,14 @@ const type = (line: string) => {
   tmux("send-keys", "-t", session, "-l", line)
   tmux("send-keys", "-t", session, "Enter")
 }
+/** The last `n` lines of the detached cluster's log that match `re`. */
+const clusterLog = (re: RegExp, n: number) => {
+  try {
+    return readFileSync(join(stateDir, "skills.log"), "utf8").split("\n").filter((l) => re.test(l)).slice(-n).join("\n")
+  } catch (e) {
+    return `(no log: ${(e as Error).message})`
+  }
+}
 /** Wait until the screen shows `text` `times` times in all (answers accumulate on screen). */
 const see = (text: string | RegExp, times = 1, ms = 120_000) =>
   waitFor(`"${text}" ×${times} on the console\n`, () => {
@@ -84,7 +92,10 @@ describe("moa console in a terminal", () => {
       type("add 5 6")
       await waitFor("a reply", () => replies() > n, 120_000, 250)
       return /\n  add\s+"[^"]*"\s+[\d.]+ ms/.test(screen().split("moa> add 5 6").pop() ?? "")
-    }, 240_000, 2000)
+    }, 240_000, 2000).catch((e: Error) => {
+      // once in CI (a loaded machine) this never happened: say what the cluster and the console saw
+      throw new Error(`${e.message}\n--- the console's last lines:\n${screen().trimEnd().split("\n").slice(-40).join("\n")}\n--- the cluster's log (add, gate, supervisor):\n${clusterLog(/"agent":"(add|gate)"|restart|stopped|crash/, 60)}`)
+    })
 
     type("/expert reverse")
     await see("streaming from reverse")

@@ -77,20 +77,37 @@ export const unpackEnvelope = (bytes: Uint8Array): unknown => {
   return raw !== null && typeof raw === "object" && "v" in raw && "d" in raw ? raw.d : raw
 }
 
-/** Sliding record of recent outcomes for the error rate. */
-class Outcomes {
-  private readonly xs: boolean[] = []
-  constructor(private readonly size = 20) {}
+/**
+ * Sliding record of recent call outcomes for the error rate: the last `size` calls, and of those
+ * only the ones younger than `maxAgeMs`. The age bound matters: the gate scales an expert's share
+ * by (1 − error rate), so an expert whose last `size` calls all failed gets no share, hence no
+ * calls, hence no new outcome — without the age bound it would stay at error rate 1 for ever
+ * (e.g. an expert restarted after a crash that failed its first calls on a loaded machine).
+ */
+export class CallOutcomes {
+  private readonly xs: Array<{ ok: boolean; at: number }> = []
+  constructor(
+    private readonly size = 20,
+    private readonly maxAgeMs = 30_000,
+    private readonly now: () => number = Date.now,
+  ) {}
   push(ok: boolean) {
-    this.xs.push(ok)
+    this.xs.push({ ok, at: this.now() })
     if (this.xs.length > this.size) this.xs.shift()
   }
+  private recent() {
+    const since = this.now() - this.maxAgeMs
+    while (this.xs.length > 0 && this.xs[0]!.at < since) this.xs.shift()
+    return this.xs
+  }
   errorRate(): number {
-    return this.xs.length === 0 ? 0 : this.xs.filter((x) => !x).length / this.xs.length
+    const xs = this.recent()
+    return xs.length === 0 ? 0 : xs.filter((x) => !x.ok).length / xs.length
   }
   trailingFailures(): number {
+    const xs = this.recent()
     let n = 0
-    for (let i = this.xs.length - 1; i >= 0 && !this.xs[i]; i--) n++
+    for (let i = xs.length - 1; i >= 0 && !xs[i]!.ok; i--) n++
     return n
   }
   reset() {
@@ -121,12 +138,15 @@ export interface NatsExpertClient extends ExpertClient {
 export interface HealthPolicy {
   readonly missesToDown: number
   readonly graceMs: number
+  /** Call outcomes older than this no longer count in the error rate (see CallOutcomes). */
+  readonly errorWindowMs: number
 }
-export const defaultHealthPolicy: HealthPolicy = { missesToDown: 3, graceMs: 5000 }
+export const defaultHealthPolicy: HealthPolicy = { missesToDown: 3, graceMs: 5000, errorWindowMs: 30_000 }
 
 const checkPolicy = (p: HealthPolicy): HealthPolicy => {
   if (!(Number.isInteger(p.missesToDown) && p.missesToDown >= 1)) throw new Error(`health.missesToDown must be an integer ≥ 1, got ${p.missesToDown}`)
   if (!(Number.isFinite(p.graceMs) && p.graceMs >= 0)) throw new Error(`health.graceMs must be a number of milliseconds ≥ 0, got ${p.graceMs}`)
+  if (!(Number.isFinite(p.errorWindowMs) && p.errorWindowMs > 0)) throw new Error(`health.errorWindowMs must be a number of milliseconds > 0, got ${p.errorWindowMs}`)
   return p
 }
 
@@ -143,7 +163,7 @@ export const natsExpert = (
   let inflight = 0
   let lastFailureAt = 0
   let lastOkAt = 0
-  const outcomes = new Outcomes()
+  const outcomes = new CallOutcomes(20, policy.errorWindowMs)
   let polls = 0
   /** The last poll that found a replica (its queue depth, capacity, served counts). */
   let good: ExpertPoll | undefined

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
-import { ClusterMonitor, natsExpert } from "../src/index.ts"
+import { availability, CallOutcomes, ClusterMonitor, natsExpert } from "../src/index.ts"
 import { startRuleExpert, type ExpertProcess } from "./fixtures/cluster.ts"
 
 const CLUSTER = "health"
@@ -87,6 +87,36 @@ describe("expert health from $SRV.STATS", () => {
     expect(ghost.stats()).toMatchObject({ healthy: false, replicas: 0, missedPolls: 3 })
     expect(() => natsExpert(nc, CLUSTER, "x", { health: { missesToDown: 0 } })).toThrow(/missesToDown/)
     expect(() => natsExpert(nc, CLUSTER, "x", { health: { graceMs: -1 } })).toThrow(/graceMs/)
+    expect(() => natsExpert(nc, CLUSTER, "x", { health: { errorWindowMs: 0 } })).toThrow(/errorWindowMs/)
     expect(() => new ClusterMonitor(nc, CLUSTER, () => [], 1000, { minWindowMs: 500, maxWindowMs: 100 })).toThrow(/minWindowMs/)
+  })
+
+  it("an expert whose every recent call failed gets no share, but only until those failures age out", async () => {
+    // nobody serves "gone": every call fails fast with no-responders (as for a crashed expert)
+    const gone = natsExpert(nc, CLUSTER, "gone", { health: { errorWindowMs: 1500 } })
+    for (let i = 0; i < 20; i++) await expect(gone.generate({ prompt: "add 1 2" }, { deadlineMs: 1000 })).rejects.toMatchObject({ reason: "no-responders" })
+    expect(gone.stats()).toMatchObject({ healthy: false, errorRate: 1 }) // 3 failures in a row: down for 5 s
+    expect(availability(gone.stats())).toBe(0) // so the gate sends it nothing, and no new outcome arrives
+    await new Promise((r) => setTimeout(r, 1600))
+    // the failures aged out: it gets a share again (before the bound, errorRate 1 was for ever)
+    expect(gone.stats()).toMatchObject({ healthy: true, errorRate: 0 })
+    expect(availability(gone.stats())).toBeGreaterThan(0)
+  })
+
+  it("CallOutcomes: the error rate over the last calls that are young enough", () => {
+    let t = 0
+    const o = new CallOutcomes(4, 1000, () => t)
+    o.push(true)
+    t = 100
+    o.push(false)
+    o.push(false)
+    expect(o.errorRate()).toBeCloseTo(2 / 3)
+    expect(o.trailingFailures()).toBe(2)
+    o.push(false)
+    o.push(false) // the size bound drops the success
+    expect(o.errorRate()).toBe(1)
+    t = 1101 // the failures (t = 100) are now older than 1 s
+    expect(o.errorRate()).toBe(0)
+    expect(o.trailingFailures()).toBe(0)
   })
 })
