@@ -188,6 +188,30 @@ export function buildGroups(groups: ReadonlyArray<ScoredGroup>, o: PairOptions =
   return out
 }
 
+export interface Rollout {
+  readonly prompt: string
+  readonly completion: string
+  readonly reward: number
+}
+
+/**
+ * PPO rollouts: every scored completion with its reward — the critic learns from the prompts the
+ * expert already gets right too. As for GRPO groups, a prompt whose samples are all wrong gets
+ * the reference in its last sample's place (else it teaches only what not to say).
+ */
+export function buildRollouts(groups: ReadonlyArray<ScoredGroup>, o: PairOptions = {}): Rollout[] {
+  const rightAt = o.rightAt ?? 1
+  const out: Rollout[] = []
+  for (const g of groups) {
+    const rs = g.completions.map((c, i) => ({ prompt: g.task.prompt, completion: c, reward: g.rewards[i] }))
+    const scored = rs.filter((r): r is Rollout => r.reward !== null && r.reward !== undefined)
+    if (scored.length === 0) continue
+    if (scored.every((r) => r.reward < rightAt) && g.task.reference !== undefined) scored[scored.length - 1] = { prompt: g.task.prompt, completion: g.task.reference, reward: 1 }
+    out.push(...scored)
+  }
+  return out
+}
+
 export type Algo = "dpo" | "ipo" | "simpo" | "orpo" | "kto" | "ppo" | "grpo"
 export const ALGOS: ReadonlyArray<Algo> = ["dpo", "ipo", "simpo", "orpo", "kto", "ppo", "grpo"]
 export const isAlgo = (s: string): s is Algo => (ALGOS as ReadonlyArray<string>).includes(s)
@@ -198,10 +222,10 @@ export function trainingData(algo: Algo, groups: ReadonlyArray<ScoredGroup>, o: 
     case "kto":
       return { algorithm: "kto", data: buildKto(groups, o) }
     case "grpo":
-    case "ppo":
-      // The expert's train verb runs PPO-style clipped updates offline as GRPO (group-normalised
-      // advantages); a learned value head needs online rollouts inside the expert (not offered).
       return { algorithm: "grpo", data: buildGroups(groups, o) }
+    case "ppo":
+      // the coordinator is the rollout and reward side, the expert the actor and its critic (OpenRLHF's split)
+      return { algorithm: "ppo", data: buildRollouts(groups, o) }
     default:
       return { algorithm: algo, data: buildPairs(groups, o) }
   }
@@ -212,7 +236,9 @@ export function defaultHyper(algo: Algo, examples: number): Record<string, unkno
   const batchSize = Math.max(1, Math.min(16, examples))
   const epochs = 3
   const maxSteps = Math.max(4, Math.min(60, Math.ceil((examples * epochs) / batchSize)))
-  if (algo === "grpo" || algo === "ppo") return { learningRate: 2e-3 * 2.5, batchSize: Math.min(8, batchSize), maxSteps, beta: 0 }
+  if (algo === "grpo") return { learningRate: 2e-3 * 2.5, batchSize: Math.min(8, batchSize), maxSteps, beta: 0 }
+  // rollouts are sampled at 0.8 (the coordinator's default); π_old and π are taken at the same temperature
+  if (algo === "ppo") return { learningRate: 2e-3, batchSize: Math.min(64, examples), maxSteps, numPpoEpochs: 4, temperature: 0.8 }
   // DPO with the chosen answers' NLL (RPO, TRL's rpo_alpha = 1): the pairs of a round share most
   // tokens, and plain DPO lowered the right answers with the wrong ones (docs/coordinator.md)
   if (algo === "dpo") return { learningRate: 5e-3, batchSize, maxSteps, beta: 0.1, rpoAlpha: 1 }

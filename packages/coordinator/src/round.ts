@@ -121,21 +121,24 @@ interface FeedbackUse {
   readonly userPairs: { prompt: string; chosen: string; rejected: string }[]
 }
 
-/** Users' better answers join the pairs (DPO family) or the labelled items (KTO); GRPO groups stay as sampled. */
+/** Users' better answers join the pairs (DPO family), the labelled items (KTO) or the rollouts (PPO: reward 1 and 0); GRPO groups stay as sampled. */
 function withUserPairs(td: { algorithm: string; data: unknown[] }, pairs: ReadonlyArray<{ prompt: string; chosen: string; rejected: string }>): { algorithm: string; data: unknown[] } {
   if (pairs.length === 0) return td
   if (["dpo", "ipo", "simpo", "orpo"].includes(td.algorithm)) {
     const have = new Set((td.data as { prompt: string; chosen: string; rejected: string }[]).map((p) => `${p.prompt}\u0000${p.chosen}\u0000${p.rejected}`))
     return { ...td, data: [...td.data, ...pairs.filter((p) => !have.has(`${p.prompt}\u0000${p.chosen}\u0000${p.rejected}`))] }
   }
-  if (td.algorithm === "kto") {
-    const have = new Set((td.data as { prompt: string; completion: string }[]).map((p) => `${p.prompt}\u0000${p.completion}`))
-    const extra = pairs.flatMap((p) => [
-      { prompt: p.prompt, completion: p.chosen, label: true },
-      { prompt: p.prompt, completion: p.rejected, label: false },
-    ]).filter((x) => !have.has(`${x.prompt}\u0000${x.completion}`) && (have.add(`${x.prompt}\u0000${x.completion}`), true))
+  // KTO's labelled items and PPO's rollouts: the better answer good, the one it replaced bad
+  const single = (item: (prompt: string, completion: string, good: boolean) => { prompt: string; completion: string }) => {
+    const key = (x: { prompt: string; completion: string }) => `${x.prompt}\u0000${x.completion}`
+    const have = new Set((td.data as { prompt: string; completion: string }[]).map(key))
+    const extra = pairs
+      .flatMap((p) => [item(p.prompt, p.chosen, true), item(p.prompt, p.rejected, false)])
+      .filter((x) => !have.has(key(x)) && (have.add(key(x)), true))
     return { ...td, data: [...td.data, ...extra] }
   }
+  if (td.algorithm === "kto") return single((prompt, completion, good) => ({ prompt, completion, label: good }))
+  if (td.algorithm === "ppo") return single((prompt, completion, good) => ({ prompt, completion, reward: good ? 1 : 0 }))
   return td
 }
 

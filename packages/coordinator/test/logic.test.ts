@@ -1,6 +1,6 @@
 // The coordinator's pure parts: bounded concurrency towards an expert and the default job hyper-parameters.
 import { describe, expect, it } from "vitest"
-import { defaultHyper, mapLimited, taskSpecOf } from "../src/index.ts"
+import { buildRollouts, defaultHyper, mapLimited, taskSpecOf, trainingData, type ScoredGroup } from "../src/index.ts"
 
 describe("mapLimited", () => {
   it("keeps at most `limit` calls in flight and returns results in input order", async () => {
@@ -47,5 +47,32 @@ describe("taskSpecOf", () => {
     expect(() => taskSpecOf("sorting")).toThrow(/unknown task "sorting".*:plain/)
     expect(() => taskSpecOf("sort:huge")).toThrow(/unknown task "sort:huge"/)
     expect(() => taskSpecOf("sort:plain:full")).toThrow(/unknown task/)
+  })
+})
+
+describe("PPO rollouts", () => {
+  const task = (q: string, reference?: string) => ({ question: q, prompt: q, ...(reference ? { reference } : {}) })
+  const groups: ScoredGroup[] = [
+    { task: task("sort cba", "abc"), completions: ["abc", "acb", "abc"], rewards: [1, 0, 1] },
+    { task: task("sort ba", "ab"), completions: ["ba", "bb"], rewards: [0, 0] }, // all wrong: the reference joins
+    { task: task("sort zy", "yz"), completions: ["yz", "zz"], rewards: [1, null] }, // unscored: dropped, not guessed
+    { task: task("sort qp"), completions: ["pp", "qq"], rewards: [0, 0] }, // all wrong, no reference: kept as is
+  ]
+  it("keeps every scored completion with its reward; the reference replaces the last sample of an all-wrong prompt", () => {
+    expect(buildRollouts(groups)).toEqual([
+      { prompt: "sort cba", completion: "abc", reward: 1 },
+      { prompt: "sort cba", completion: "acb", reward: 0 },
+      { prompt: "sort cba", completion: "abc", reward: 1 },
+      { prompt: "sort ba", completion: "ba", reward: 0 },
+      { prompt: "sort ba", completion: "ab", reward: 1 },
+      { prompt: "sort zy", completion: "yz", reward: 1 },
+      { prompt: "sort qp", completion: "pp", reward: 0 },
+      { prompt: "sort qp", completion: "qq", reward: 0 },
+    ])
+  })
+  it("is what a ppo round sends (a real PPO job in the expert, not GRPO), with π at the sampling temperature", () => {
+    expect(trainingData("ppo", groups).algorithm).toBe("ppo")
+    expect(trainingData("grpo", groups).algorithm).toBe("grpo")
+    expect(defaultHyper("ppo", 8000)).toMatchObject({ numPpoEpochs: 4, temperature: 0.8, batchSize: 64 })
   })
 })

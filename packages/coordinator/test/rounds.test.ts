@@ -90,4 +90,28 @@ describe("preference rounds with a real expert over NATS", () => {
     await expect(rollback(nc, CLUSTER, "sort", "v99")).rejects.toThrow(/v99/)
   }, 120_000)
 
+  it("a PPO round sends the expert its scored rollouts and the expert trains an actor and a critic on them", async () => {
+    const c = await Coordinator.open(nc, {
+      cluster: CLUSTER,
+      run: "ppo1",
+      algo: "ppo",
+      rounds: 1,
+      experts: [{ name: "sort", tasks: skillTasks("sort") }],
+      prompts: 16,
+      k: 4,
+      heldOut: 200,
+      hyper: { maxSteps: 6 },
+    })
+    const state = await c.run()
+    const trained = state.log.find((e) => e.step === "trained")
+    expect(trained, JSON.stringify(state.log.map((e) => [e.step, e.data.reason]))).toBeDefined()
+    const d = trained!.data as { examples: number; steps: number; metrics: Record<string, number> }
+    expect(d.examples).toBe(16 * 4) // every sample is a rollout (no pairs, no groups)
+    expect(d.steps).toBe(6)
+    // the expert's PPO metrics: its critic's loss and the policy's clip fraction
+    expect(d.metrics["loss/value_avg"]).toBeGreaterThan(0)
+    expect(d.metrics["policy/clipfrac_avg"]).toBeGreaterThanOrEqual(0)
+    expect(state.log.some((e) => e.step === "decided")).toBe(true)
+  }, 300_000)
+
 })

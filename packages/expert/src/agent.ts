@@ -313,7 +313,7 @@ export function defineExpert(o: ExpertOptions): AgentDefinition<ExpertState> {
         if (o.defaultAdapter === req.name) throw moaError("BAD_REQUEST", `"${req.name}" is this expert's default adapter; it cannot be unloaded`, { field: "name" })
         return ctx.state.store.unload(req.name)
       }),
-      train: verb({ request: TrainRequest, response: TrainResponse, description: "train a new adapter version (sft, dpo, ipo, simpo, orpo, kto, grpo)" }, async (req, ctx) => {
+      train: verb({ request: TrainRequest, response: TrainResponse, description: "train a new adapter version (sft, dpo, ipo, simpo, orpo, kto, grpo, ppo)" }, async (req, ctx) => {
         // version ids other replicas already put in the Object Store are taken too
         const taken = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(req.adapter) ? await storedVersions(ctx.nc, ctx.cluster, ctx.agent, req.adapter).catch(() => []) : []
         const res = await ctx.state.trainer.run(req, { signal: ctx.signal, takenVersions: taken })

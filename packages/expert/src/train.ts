@@ -13,6 +13,10 @@
  *   grpo                        { prompt, completions[], rewards[] } groups scored by the caller
  *                               (offline GRPO: group-normalised advantages, clipped objective with
  *                               π_old = the starting version, taken once per job)
+ *   ppo                         { prompt, completion, reward } rollouts sampled from the starting
+ *                               version and scored by the caller (OpenRLHF's split: rollout and
+ *                               reward elsewhere, the actor and its critic here): a value head on
+ *                               the trunk, GAE, the clipped policy and value losses
  * Reference log-probs (DPO, KTO, GRPO with beta > 0) come from a frozen copy of the starting
  * adapter, evaluated per batch, so nothing but two adapters stays in memory.
  */
@@ -28,11 +32,16 @@ import {
   completionLoss,
   encodeRow,
   groupAdvantages,
+  gae,
   grpoConfig,
   grpoLoss,
   ktoConfig,
+  logpsAndValues,
   makeBatch,
   pairwiseConfig,
+  ppoConfig,
+  ppoLoss,
+  ppoRewards,
   PreferenceConfigError,
   PreferenceDataError,
   precomputeLabelledReference,
@@ -42,19 +51,22 @@ import {
   trainKTO,
   type PairwiseAlgo,
   type TokenLabelled,
+  type TokenCompletion,
   type TokenPair,
+  ValueHead,
 } from "@moa/tune"
 import { moaError, MoaError } from "@moa/protocol"
 import { checkAdapterName, type AdapterStore } from "./adapters.ts"
 import type { Engine } from "./engine.ts"
 
-export const TrainAlgorithms = ["sft", "dpo", "ipo", "simpo", "orpo", "kto", "grpo"] as const
+export const TrainAlgorithms = ["sft", "dpo", "ipo", "simpo", "orpo", "kto", "grpo", "ppo"] as const
 export type TrainAlgorithm = (typeof TrainAlgorithms)[number]
 
 const SftItem = Schema.Struct({ prompt: Schema.String, completion: Schema.String })
 const PairItem = Schema.Struct({ prompt: Schema.String, chosen: Schema.String, rejected: Schema.String })
 const LabelledItem = Schema.Struct({ prompt: Schema.String, completion: Schema.String, label: Schema.Boolean })
 const GroupItem = Schema.Struct({ prompt: Schema.String, completions: Schema.Array(Schema.String), rewards: Schema.Array(Schema.Number) })
+const RolloutItem = Schema.Struct({ prompt: Schema.String, completion: Schema.String, reward: Schema.Number })
 
 export const LoraSpec = Schema.Struct({
   r: Schema.optional(Schema.Int.pipe(Schema.positive())),
@@ -138,19 +150,32 @@ const isPosInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0
 const isPosNum = (v: unknown) => typeof v === "number" && Number.isFinite(v) && v > 0
 const isNonNeg = (v: unknown) => typeof v === "number" && Number.isFinite(v) && v >= 0
 
-/** One optimizer step: loss → gradients over `vars` → global-norm clipping → update. Returns loss and metrics. */
-function step(optimizer: tf.Optimizer, vars: tf.Variable[], clip: number, lossFn: () => { loss: tf.Scalar; metrics?: Record<string, tf.Scalar> }): Record<string, number> {
+/**
+ * One optimizer step: loss → gradients over `vars` (and `critic.vars`) → one global-norm clipping
+ * over all of them → update (the critic's variables with its own optimizer). Returns loss and metrics.
+ */
+function step(
+  optimizer: tf.Optimizer,
+  vars: tf.Variable[],
+  clip: number,
+  lossFn: () => { loss: tf.Scalar; metrics?: Record<string, tf.Scalar> },
+  critic?: { optimizer: tf.Optimizer; vars: tf.Variable[] },
+): Record<string, number> {
   let kept: Record<string, tf.Scalar> = {}
   const { value, grads } = tf.variableGrads(() => {
     const out = lossFn()
     kept = Object.fromEntries(Object.entries(out.metrics ?? {}).map(([k, v]) => [k, tf.keep(v)]))
     return out.loss
-  }, vars)
+  }, [...vars, ...(critic?.vars ?? [])])
   tf.tidy(() => {
     const names = Object.keys(grads)
     const norm = Math.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n])))).dataSync()[0])
     const scale = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1
-    optimizer.applyGradients(Object.fromEntries(names.map((n) => [n, scale === 1 ? grads[n] : tf.mul(grads[n], scale)])))
+    const scaled = (ns: string[]) => Object.fromEntries(ns.map((n) => [n, scale === 1 ? grads[n] : tf.mul(grads[n], scale)]))
+    const criticNames = new Set(critic?.vars.map((v) => v.name) ?? [])
+    const actor = names.filter((n) => !criticNames.has(n))
+    if (actor.length > 0) optimizer.applyGradients(scaled(actor))
+    if (critic && criticNames.size > 0) critic.optimizer.applyGradients(scaled(names.filter((n) => criticNames.has(n))))
   })
   tf.dispose(grads)
   const metrics: Record<string, number> = { loss: value.dataSync()[0] }
@@ -161,6 +186,44 @@ function step(optimizer: tf.Optimizer, vars: tf.Variable[], clip: number, lossFn
   }
   if (!Number.isFinite(metrics.loss)) throw bad(`the loss became ${metrics.loss}; lower the learning rate`, "hyper")
   return metrics
+}
+
+/**
+ * π_old for an offline job: each item's per-token log-probs of its own completion tokens under the
+ * model as it is now (the caller activates the starting version), taken once, in chunks, without
+ * gradient. The caller sampled these completions from that version, and a job reuses them for many
+ * steps, so — as TRL does whenever a generation batch serves more than one step — the ratio
+ * ρ = π/π_old moves away from 1 and the clip bounds how far the job pushes each sample. (Taking
+ * π_old = π detached at every step made ρ ≡ 1 for ever: an unclipped policy gradient over stale
+ * samples, which drove the log-probs of the wrong answers down without bound and collapsed the
+ * expert: 32.6% → 6.5% held-out on sort.)
+ */
+function startingLogps(model: Engine["model"], items: ReadonlyArray<TokenCompletion>, ctx: number, temperature: number, chunk = 32): number[][] {
+  const out: number[][] = []
+  for (let i = 0; i < items.length; i += chunk) {
+    const part = items.slice(i, i + chunk)
+    const b = completionBatch([...part], ctx, "sample")
+    try {
+      const lp = tf.tidy(() => tokenLogps(model, b, temperature)) // [n,L]
+      const rows = lp.arraySync() as number[][]
+      lp.dispose()
+      // the completion's tokens sit at positions prompt−1 … prompt−1+len−1
+      part.forEach((it, j) => out.push(rows[j]!.slice(it.prompt.length - 1, it.prompt.length - 1 + it.completion.length)))
+    } finally {
+      tf.dispose([b.ids, b.targets, b.mask])
+    }
+  }
+  return out
+}
+
+/** Per-item completion log-probs laid out [B,L] like completionBatch(items) lays out its mask. */
+function layoutLogps(items: ReadonlyArray<TokenCompletion>, perItem: ReadonlyArray<ReadonlyArray<number>>, L: number): tf.Tensor2D {
+  const rows = items.map((it, b) => {
+    const row = new Array<number>(L).fill(0)
+    perItem[b]!.forEach((v, t) => (row[it.prompt.length - 1 + t] = v))
+    return row
+  })
+  return tf.tensor2d(rows, [items.length, L])
 }
 
 /** Seeded shuffled batches of indices, epoch after epoch. */
@@ -264,6 +327,7 @@ export class Trainer {
     this.busy = `${name} ${algo}${req.jobId ? ` ${req.jobId}` : ""}`
     let policy: Adapter | undefined
     let reference: Adapter | undefined
+    let critic: ValueHead | undefined
     try {
       // ---- build the job: data, adapters, per-step function
       const fresh = () => {
@@ -385,7 +449,7 @@ export class Trainer {
             return wrap(e)
           }
         }
-      } else {
+      } else if (algo === "grpo") {
         // grpo, offline: groups sampled and scored by the caller
         const groups = decodeItems(GroupItem, req.data, "{ prompt, completions[], rewards[] }")
         const G = groups[0].completions.length
@@ -418,37 +482,11 @@ export class Trainer {
         if (cfg.beta > 0) reference = loadBase()
         const opt = tf.train.adam(cfg.learningRate)
         const itemsOf = (idx: number[]) => idx.flatMap((i) => samples[i].completions.map((c) => ({ prompt: samples[i].prompt, completion: c })))
-        // π_old: the caller sampled these completions from the starting version, and a job reuses
-        // them for many steps (epochs over the groups). The old log-probs are therefore taken once,
-        // here, from the starting adapter — as TRL does whenever a generation batch serves more than
-        // one step — so the ratio ρ = π/π_old moves away from 1 and the clip bounds how far the
-        // job pushes each sample. (Taking π_old = π detached at every step made ρ ≡ 1 for ever:
-        // an unclipped policy gradient over stale samples, which drove the log-probs of the wrong
-        // answers down without bound and collapsed the expert: 32.6% → 6.5% held-out on sort.)
+        // π_old of every completion, from the starting version, once (see startingLogps)
         this.engine.activate(policy)
-        const oldTok: number[][][] = samples.map((s) => {
-          const b = completionBatch(itemsOf([samples.indexOf(s)]), ctx, "sample")
-          try {
-            const lp = tf.tidy(() => tokenLogps(model, b, cfg.temperature)) // [G,L]
-            const rows = lp.arraySync() as number[][]
-            lp.dispose()
-            // per completion: the log-probs of its own tokens (positions prompt−1 … prompt−1+len−1)
-            return s.completions.map((c, j) => rows[j]!.slice(s.prompt.length - 1, s.prompt.length - 1 + c.length))
-          } finally {
-            tf.dispose([b.ids, b.targets, b.mask])
-          }
-        })
-        /** π_old [B,L] laid out like completionBatch(items of idx) */
-        const oldOf = (idx: number[], L: number): tf.Tensor2D => {
-          const rows: number[][] = []
-          for (const i of idx)
-            samples[i].completions.forEach((_, j) => {
-              const row = new Array<number>(L).fill(0)
-              oldTok[i]![j]!.forEach((v, t) => (row[samples[i].prompt.length - 1 + t] = v))
-              rows.push(row)
-            })
-          return tf.tensor2d(rows)
-        }
+        const oldTok = startingLogps(model, itemsOf(samples.map((_, i) => i)), ctx, cfg.temperature) // groups are consecutive runs of G
+        const oldOf = (idx: number[], L: number): tf.Tensor2D =>
+          layoutLogps(itemsOf(idx), idx.flatMap((i) => oldTok.slice(i * G, (i + 1) * G)), L)
         stepFn = async (idx) => {
           const items = itemsOf(idx)
           const rewards = idx.flatMap((i) => samples[i].rewards)
@@ -473,6 +511,75 @@ export class Trainer {
           }
         }
         n = samples.length
+      } else {
+        // ppo over rollouts the caller sampled from the starting version and scored
+        const items = decodeItems(RolloutItem, req.data, "{ prompt, completion, reward }")
+        items.forEach((it, i) => {
+          if (!Number.isFinite(it.reward)) throw bad(`data[${i}].reward is not a finite number`, `data.${i}.reward`)
+        })
+        // OpenRLHF's freezing_actor_steps: the fresh critic learns alone first, so the first
+        // policy steps do not follow the advantages of a random value head
+        const freezing = hyper.get("freezingActorSteps", 0, (v) => Number.isInteger(v) && (v as number) >= 0, "an integer ≥ 0")
+        const criticLr = hyper.get<number | undefined>("criticLearningRate", undefined, isPosNum, "a positive number")
+        let cfg: ReturnType<typeof ppoConfig>
+        try {
+          cfg = ppoConfig(hyper.rest() as never)
+        } catch (e) {
+          return wrap(e)
+        }
+        const rollouts: TokenCompletion[] = items.map((it) => ({ prompt: encodePrompt(tok, it.prompt), completion: [...tok.encode(it.completion), tok.eos] }))
+        rollouts.forEach((r, i) => {
+          if (r.prompt.length + r.completion.length - 1 > ctx) throw bad(`data[${i}]: prompt + completion exceed the model's context of ${ctx}`, `data.${i}`)
+        })
+        const scores = items.map((it) => it.reward)
+        batchSize = Math.min(cfg.batchSize, rollouts.length)
+        steps = cfg.maxSteps > 0 ? cfg.maxSteps : cfg.numEpochs * Math.ceil(rollouts.length / batchSize)
+        seed = cfg.seed
+        // π_old, once, from the starting version (see startingLogps). The rollouts came from that
+        // version, which is also the reference, so the reward's KL term is 0 here: the clip (and
+        // the round's promotion gate) keeps the new version near the old one.
+        this.engine.activate(policy)
+        const old = startingLogps(model, rollouts, ctx, cfg.temperature)
+        const valueHead = new ValueHead(model.config.dModel, cfg.seed)
+        critic = valueHead
+        const opt = tf.train.adam(cfg.learningRate)
+        const criticStep = { optimizer: tf.train.adam(criticLr ?? cfg.learningRate), vars: valueHead.variables() }
+        let done = 0
+        stepFn = async (idx) => {
+          const rows = idx.map((i) => rollouts[i]!)
+          const batch = completionBatch(rows, ctx, "rollout")
+          const oldLp = layoutLogps(rows, idx.map((i) => old[i]!), batch.ids.shape[1]) // [B,L]
+          try {
+            pre()
+            // the rollouts' statistics under the critic as it is now, no gradient: per-token
+            // rewards (the score on the last token), GAE advantages (whitened) and returns
+            const roll = tf.tidy(() => {
+              const { values } = logpsAndValues(model, valueHead, batch, cfg.temperature) // [B,L]
+              const r = ppoRewards({ logps: oldLp, refLogps: oldLp, mask: batch.mask, scores: tf.tensor1d(idx.map((i) => scores[i]!)) }, cfg)
+              const { advantages, returns } = gae({ rewards: r.rewards, values, mask: batch.mask }, cfg) // [B,L] each
+              return { values, advantages, returns }
+            })
+            const actorVars = done < freezing ? [] : vars
+            let m: Record<string, number> = {}
+            for (let e = 0; e < cfg.numPpoEpochs; e++)
+              m = step(
+                opt,
+                actorVars,
+                cfg.maxGradNorm,
+                () => {
+                  const cur = logpsAndValues(model, valueHead, batch, cfg.temperature)
+                  return ppoLoss({ logps: cur.logps, oldLogps: oldLp, advantages: roll.advantages, mask: batch.mask, values: cur.values, oldValues: roll.values, returns: roll.returns }, cfg)
+                },
+                criticStep,
+              )
+            tf.dispose([roll.values, roll.advantages, roll.returns])
+            m["objective/scores"] = idx.reduce((a, i) => a + scores[i]!, 0) / idx.length
+            done++
+            return m
+          } finally {
+            tf.dispose([batch.ids, batch.targets, batch.mask, oldLp])
+          }
+        }
       }
 
       // ---- train, yielding between steps
@@ -518,6 +625,7 @@ export class Trainer {
       return response
     } finally {
       this.busy = undefined
+      critic?.dispose()
       for (const a of [policy, reference]) {
         if (!a) continue
         this.engine.forget(a)

@@ -434,8 +434,8 @@ export class ValueHead {
   }
 }
 
-/** Per-token log-probs [B,L] and values [B,L] from one pass over the trunk. */
-function logpsAndValues(model: ValueModel, value: ValueHead, batch: CompletionBatch, temperature: number): { logps: tf.Tensor2D; values: tf.Tensor2D } {
+/** Per-token log-probs [B,L] and values [B,L] (0 outside the mask) from one pass over the trunk. */
+export function logpsAndValues(model: ValueModel, value: ValueHead, batch: CompletionBatch, temperature: number): { logps: tf.Tensor2D; values: tf.Tensor2D } {
   return tf.tidy(() => {
     const [B, L] = batch.ids.shape
     const h = model.hidden(batch.ids, { training: false }) // (B*L, C)
