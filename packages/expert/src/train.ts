@@ -190,7 +190,7 @@ function step(
 
 /**
  * π_old for an offline job: each item's per-token log-probs of its own completion tokens under the
- * model as it is now (the caller activates the starting version), taken once, in chunks, without
+ * model with the starting version active (activated again after each yield), taken once, in chunks, without
  * gradient. The caller sampled these completions from that version, and a job reuses them for many
  * steps, so — as TRL does whenever a generation batch serves more than one step — the ratio
  * ρ = π/π_old moves away from 1 and the clip bounds how far the job pushes each sample. (Taking
@@ -198,9 +198,12 @@ function step(
  * samples, which drove the log-probs of the wrong answers down without bound and collapsed the
  * expert: 32.6% → 6.5% held-out on sort.)
  */
-function startingLogps(model: Engine["model"], items: ReadonlyArray<TokenCompletion>, ctx: number, temperature: number, chunk = 32): number[][] {
+async function startingLogps(engine: Engine, items: ReadonlyArray<TokenCompletion>, ctx: number, temperature: number, start: Adapter, chunk = 32): Promise<number[][]> {
+  const model = engine.model
   const out: number[][] = []
   for (let i = 0; i < items.length; i += chunk) {
+    if (i > 0) await engine.yield() // thousands of rollouts: keep answering generate and $SRV.STATS meanwhile
+    engine.activate(start)
     const part = items.slice(i, i + chunk)
     const b = completionBatch([...part], ctx, "sample")
     try {
@@ -483,8 +486,7 @@ export class Trainer {
         const opt = tf.train.adam(cfg.learningRate)
         const itemsOf = (idx: number[]) => idx.flatMap((i) => samples[i].completions.map((c) => ({ prompt: samples[i].prompt, completion: c })))
         // π_old of every completion, from the starting version, once (see startingLogps)
-        this.engine.activate(policy)
-        const oldTok = startingLogps(model, itemsOf(samples.map((_, i) => i)), ctx, cfg.temperature) // groups are consecutive runs of G
+        const oldTok = await startingLogps(this.engine, itemsOf(samples.map((_, i) => i)), ctx, cfg.temperature, policy) // groups are consecutive runs of G
         const oldOf = (idx: number[], L: number): tf.Tensor2D =>
           layoutLogps(itemsOf(idx), idx.flatMap((i) => oldTok.slice(i * G, (i + 1) * G)), L)
         stepFn = async (idx) => {
@@ -538,8 +540,7 @@ export class Trainer {
         // π_old, once, from the starting version (see startingLogps). The rollouts came from that
         // version, which is also the reference, so the reward's KL term is 0 here: the clip (and
         // the round's promotion gate) keeps the new version near the old one.
-        this.engine.activate(policy)
-        const old = startingLogps(model, rollouts, ctx, cfg.temperature)
+        const old = await startingLogps(this.engine, rollouts, ctx, cfg.temperature, policy)
         const valueHead = new ValueHead(model.config.dModel, cfg.seed)
         critic = valueHead
         const opt = tf.train.adam(cfg.learningRate)
@@ -587,12 +588,20 @@ export class Trainer {
       const losses: number[] = []
       const sums: Record<string, number> = {}
       const order = batchOrder(n, batchSize, seed)
-      this.log("training", { adapter: name, algorithm: algo, baseVersion, steps, examples: req.data.length })
+      this.log("training", { adapter: name, algorithm: algo, baseVersion, steps, examples: req.data.length, preparedMs: Math.round(tTrain - t0) })
+      let lastReport = tTrain
       for (let s = 0; s < steps; s++) {
         if (opts.signal?.aborted) throw moaError("CANCELLED", `training job cancelled after ${s} of ${steps} steps (nothing saved)`)
         const m = await stepFn(order.next().value as number[])
         losses.push(m.loss)
         for (const [k, v] of Object.entries(m)) if (k !== "loss" && Number.isFinite(v)) sums[k] = (sums[k] ?? 0) + v
+        // progress in the agent's log at most every 10 s: step, loss, speed, time left
+        const now = performance.now()
+        if (now - lastReport >= 10_000 && s + 1 < steps) {
+          lastReport = now
+          const perStep = (now - tTrain) / (s + 1)
+          this.log("progress", { adapter: name, algorithm: algo, step: s + 1, steps, loss: Number(m.loss.toFixed(4)), stepsPerS: Number((1000 / perStep).toFixed(2)), etaS: Math.round((perStep * (steps - s - 1)) / 1000) })
+        }
         await this.engine.yield()
       }
       const trainMs = performance.now() - tTrain
