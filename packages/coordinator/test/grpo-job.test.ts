@@ -6,32 +6,16 @@
 // In process (the expert's Trainer and Engine, no NATS: the job's numerics are what is tested here;
 // rounds.test.ts runs jobs over NATS).
 import { afterAll, beforeAll, expect, it } from "vitest"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { createExpert, type ExpertState } from "@moa/expert"
 import { skillTasks } from "../src/index.ts"
-import { weakModel } from "./helpers.ts"
+import { inProcessSortExpert } from "./helpers.ts"
 
-let work: string
-let ex: ExpertState
+let sort: Awaited<ReturnType<typeof inProcessSortExpert>>
 const spec = skillTasks("sort")
-
 beforeAll(async () => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-grpo-job-"))
-  ex = await createExpert({ name: "sort", model: await weakModel(), artifacts: work, backend: "wasm" })
+  sort = await inProcessSortExpert("grpo-job")
 }, 300_000)
-
-afterAll(() => {
-  ex?.engine.close()
-  if (work) fs.rmSync(work, { recursive: true, force: true })
-})
-
-const accuracy = async (adapter?: string) => {
-  const test = spec.tasks("test", 200, 1000)
-  const outs = await Promise.all(test.map((t) => ex.engine.generate({ prompt: t.prompt, temperature: 0, maxTokens: 12, ...(adapter ? { adapter } : {}) })))
-  return outs.filter((o, i) => spec.verify(test[i]!, o.text) === 1).length / test.length
-}
+afterAll(() => sort?.close())
+const accuracy = (adapter?: string) => sort.accuracy(adapter)
 
 it("an offline GRPO job on the expert's own scored samples raises its held-out accuracy", async () => {
   const before = await accuracy()
@@ -39,7 +23,7 @@ it("an offline GRPO job on the expert's own scored samples raises its held-out a
   const groups: { prompt: string; completions: string[]; rewards: number[] }[] = []
   for (const [ti, t] of spec.tasks("train", 24, 7919).entries()) {
     const outs = await Promise.all(
-      Array.from({ length: k }, (_, j) => ex.engine.generate({ prompt: t.prompt, temperature: j === 0 ? 0 : 0.8, maxTokens: 12, seed: 100_003 + ti * 101 + j })),
+      Array.from({ length: k }, (_, j) => sort.ex.engine.generate({ prompt: t.prompt, temperature: j === 0 ? 0 : 0.8, maxTokens: 12, seed: 100_003 + ti * 101 + j })),
     )
     const completions = outs.map((o) => o.text)
     const rewards = completions.map((c) => spec.verify(t, c))
@@ -51,7 +35,7 @@ it("an offline GRPO job on the expert's own scored samples raises its held-out a
     groups.push({ prompt: t.prompt, completions, rewards })
   }
   expect(groups.length).toBeGreaterThan(10)
-  const res = await ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "grpo", data: groups, hyper: { learningRate: 5e-3, maxSteps: 20, batchSize: 8 } })
+  const res = await sort.ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "grpo", data: groups, hyper: { learningRate: 5e-3, maxSteps: 20, batchSize: 8 } })
   // the ratio left 1 and the clip bounded some tokens (π_old is the starting version, not π detached)
   expect(res.metrics["clip_ratio/region_mean"]).toBeGreaterThan(0)
   expect(Math.min(...res.losses.slice(1))).toBeLessThan(-1e-4)

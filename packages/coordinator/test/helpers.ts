@@ -9,7 +9,9 @@ import { connect } from "@nats-io/transport-node"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { startNatsServer, type NatsServerHandle } from "@moa/bus/testing"
 import { makeClient, type AgentClient } from "@moa/runtime"
+import { createExpert, type ExpertState } from "@moa/expert"
 import { buildWeakExpert } from "../src/fixture.ts"
+import { skillTasks } from "../src/index.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 export const root = path.resolve(here, "../../..")
@@ -107,6 +109,29 @@ export async function openHarness(prefix: string, cluster: string): Promise<Harn
       await nc.close().catch(() => undefined)
       for (const p of procs) await p.stop()
       await nats.stop()
+      fs.rmSync(work, { recursive: true, force: true })
+    },
+  }
+}
+
+/**
+ * The weak sort expert in this process (the expert's Trainer and Engine, no NATS), for tests of a
+ * job's numerics; `accuracy(adapter?)` is its greedy exact-match accuracy on every held-out CI
+ * sort question.
+ */
+export async function inProcessSortExpert(prefix: string): Promise<{ ex: ExpertState; accuracy: (adapter?: string) => Promise<number>; close: () => void }> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), `moa-${prefix}-`))
+  const ex = await createExpert({ name: "sort", model: await weakModel(), artifacts: work, backend: "wasm" })
+  const spec = skillTasks("sort")
+  const test = spec.tasks("test", 200, 1000)
+  return {
+    ex,
+    accuracy: async (adapter) => {
+      const outs = await Promise.all(test.map((t) => ex.engine.generate({ prompt: t.prompt, temperature: 0, maxTokens: 12, ...(adapter ? { adapter } : {}) })))
+      return outs.filter((o, i) => spec.verify(test[i]!, o.text) === 1).length / test.length
+    },
+    close: () => {
+      ex.engine.close()
       fs.rmSync(work, { recursive: true, force: true })
     },
   }

@@ -9,39 +9,23 @@
 // policy is the starting one. In process (the expert's Trainer and Engine, no NATS: the job's
 // numerics are what is tested here; rounds.test.ts runs jobs over NATS).
 import { afterAll, beforeAll, expect, it } from "vitest"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { createExpert, type ExpertState } from "@moa/expert"
 import { skillTasks } from "../src/index.ts"
-import { weakModel } from "./helpers.ts"
+import { inProcessSortExpert } from "./helpers.ts"
 
-let work: string
-let ex: ExpertState
+let sort: Awaited<ReturnType<typeof inProcessSortExpert>>
 const spec = skillTasks("sort")
-
 beforeAll(async () => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), "moa-ppo-job-"))
-  ex = await createExpert({ name: "sort", model: await weakModel(), artifacts: work, backend: "wasm" })
+  sort = await inProcessSortExpert("ppo-job")
 }, 300_000)
-
-afterAll(() => {
-  ex?.engine.close()
-  if (work) fs.rmSync(work, { recursive: true, force: true })
-})
-
-const accuracy = async (adapter?: string) => {
-  const test = spec.tasks("test", 200, 1000)
-  const outs = await Promise.all(test.map((t) => ex.engine.generate({ prompt: t.prompt, temperature: 0, maxTokens: 12, ...(adapter ? { adapter } : {}) })))
-  return outs.filter((o, i) => spec.verify(test[i]!, o.text) === 1).length / test.length
-}
+afterAll(() => sort?.close())
+const accuracy = (adapter?: string) => sort.accuracy(adapter)
 
 type Rollout = { prompt: string; completion: string; reward: number }
 /** Mean per-token log-prob of the right rollouts minus that of the wrong ones, under `adapter`. */
 const margin = async (rollouts: ReadonlyArray<Rollout>, adapter?: string) => {
   const per = { right: [] as number[], wrong: [] as number[] }
   for (const r of rollouts) {
-    const s = await ex.engine.score({ prompt: r.prompt, completions: [r.completion], ...(adapter ? { adapter } : {}) })
+    const s = await sort.ex.engine.score({ prompt: r.prompt, completions: [r.completion], ...(adapter ? { adapter } : {}) })
     ;(r.reward === 1 ? per.right : per.wrong).push(s.logprobs[0]! / s.tokens[0]!)
   }
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
@@ -54,7 +38,7 @@ it("a PPO job raises its right rollouts against its wrong ones, keeps the expert
   for (const [ti, t] of spec.tasks("train", 48, 7919).entries()) {
     // one at a time: the same rollouts on every run (concurrent requests share decode batches)
     const texts: string[] = []
-    for (let j = 0; j < k; j++) texts.push((await ex.engine.generate({ prompt: t.prompt, temperature: 0.7, maxTokens: 12, seed: 77_001 + ti * 101 + j })).text)
+    for (let j = 0; j < k; j++) texts.push((await sort.ex.engine.generate({ prompt: t.prompt, temperature: 0.7, maxTokens: 12, seed: 77_001 + ti * 101 + j })).text)
     const rewards = texts.map((c) => spec.verify(t, c))
     if (Math.max(...rewards) === 0) {
       texts[k - 1] = t.reference!
@@ -68,7 +52,7 @@ it("a PPO job raises its right rollouts against its wrong ones, keeps the expert
 
   const [before, m0] = [await accuracy(), await margin(rollouts)]
   const hyper = { learningRate: 2e-3, maxSteps: 32, batchSize: 64, numPpoEpochs: 4, temperature: 0.7 }
-  const res = await ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts, hyper })
+  const res = await sort.ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts, hyper })
   const [after, m1] = [await accuracy(`sort@${res.version}`), await margin(rollouts, `sort@${res.version}`)]
   console.log(`PPO job: held-out ${before.toFixed(3)} → ${after.toFixed(3)}; right − wrong log-prob per token ${m0.toFixed(3)} → ${m1.toFixed(3)}; ${JSON.stringify(res.metrics)}`)
   expect(res.algorithm).toBe("ppo")
@@ -77,20 +61,20 @@ it("a PPO job raises its right rollouts against its wrong ones, keeps the expert
   expect(res.metrics["loss/value_avg"]).toBeGreaterThan(0)
   expect(after, `held-out accuracy ${before} → ${after}`).toBeGreaterThan(before - 0.05)
   // the control: the same job with every reward flipped pushes the margin the other way
-  const flipped = await ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts.map((r) => ({ ...r, reward: 1 - r.reward })), hyper })
+  const flipped = await sort.ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts.map((r) => ({ ...r, reward: 1 - r.reward })), hyper })
   const mFlipped = await margin(rollouts, `sort@${flipped.version}`)
   console.log(`PPO job with flipped rewards: margin ${m0.toFixed(3)} → ${mFlipped.toFixed(3)}`)
   expect(m1, `margin ${m0} → ${m1}`).toBeGreaterThan(m0 + 0.02)
   expect(mFlipped, `margin ${m0} → ${mFlipped} with flipped rewards`).toBeLessThan(m0 - 0.02)
 
   // only the critic learns while the actor is frozen: the policy is the starting one
-  const frozen = await ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts.slice(0, 64), hyper: { ...hyper, maxSteps: 3, freezingActorSteps: 3 } })
+  const frozen = await sort.ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts.slice(0, 64), hyper: { ...hyper, maxSteps: 3, freezingActorSteps: 3 } })
   expect(await margin(rollouts.slice(0, 64), `sort@${frozen.version}`)).toBeCloseTo(await margin(rollouts.slice(0, 64)), 5)
 
   // bad input says which item or field is wrong
   const one = [{ prompt: "sort ba", completion: "ab", reward: 1 }]
-  await expect(ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: [{ prompt: "sort ba", completion: "ab", reward: "1" }] })).rejects.toThrow(/data\[0\] is not \{ prompt, completion, reward \}/)
-  await expect(ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: one, hyper: { freezingActorSteps: -1 } })).rejects.toThrow(/freezingActorSteps must be an integer ≥ 0/)
-  await expect(ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: one, hyper: { cliprange: 2 } })).rejects.toThrow(/cliprange/)
-  await expect(ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: one, hyper: { criticLearningRate: 0 } })).rejects.toThrow(/criticLearningRate must be a positive number/)
+  await expect(sort.ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: [{ prompt: "sort ba", completion: "ab", reward: "1" }] })).rejects.toThrow(/data\[0\] is not \{ prompt, completion, reward \}/)
+  await expect(sort.ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: one, hyper: { freezingActorSteps: -1 } })).rejects.toThrow(/freezingActorSteps must be an integer ≥ 0/)
+  await expect(sort.ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: one, hyper: { cliprange: 2 } })).rejects.toThrow(/cliprange/)
+  await expect(sort.ex.trainer.run({ adapter: "sort", algorithm: "ppo", data: one, hyper: { criticLearningRate: 0 } })).rejects.toThrow(/criticLearningRate must be a positive number/)
 }, 300_000)
