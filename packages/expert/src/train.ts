@@ -523,6 +523,8 @@ export class Trainer {
         // policy steps do not follow the advantages of a random value head
         const freezing = hyper.get("freezingActorSteps", 0, (v) => Number.isInteger(v) && (v as number) >= 0, "an integer ≥ 0")
         const criticLr = hyper.get<number | undefined>("criticLearningRate", undefined, isPosNum, "a positive number")
+        // the critic reads the trunk's hidden states; detached, its loss does not move the adapter
+        const detachValueHead = hyper.get("detachValueHead", false, (v) => typeof v === "boolean", "true or false")
         let cfg: ReturnType<typeof ppoConfig>
         try {
           cfg = ppoConfig(hyper.rest() as never)
@@ -541,7 +543,7 @@ export class Trainer {
         // version, which is also the reference, so the reward's KL term is 0 here: the clip (and
         // the round's promotion gate) keeps the new version near the old one.
         const old = await startingLogps(this.engine, rollouts, ctx, cfg.temperature, policy)
-        const valueHead = new ValueHead(model.config.dModel, cfg.seed)
+        const valueHead = new ValueHead(model.config.dModel, cfg.seed, { detachTrunk: detachValueHead })
         critic = valueHead
         const opt = tf.train.adam(cfg.learningRate)
         const criticStep = { optimizer: tf.train.adam(criticLr ?? cfg.learningRate), vars: valueHead.variables() }

@@ -22,6 +22,7 @@ import {
   encodePrompts,
   encodeUnpaired,
   greedyCompletions,
+  logpsAndValues,
   ppoConfig,
   grpoConfig,
   ktoConfig,
@@ -36,6 +37,7 @@ import {
   type PairwiseAlgo,
   type Sample,
   type TokenPair,
+  ValueHead,
 } from "../src/preference/index.ts"
 
 // tokens: 0 pad, 1 bos, 2 eos, 3 sep (unused), 4.. the K symbols; a prompt is [bos, x], an answer [y, eos]
@@ -322,6 +324,36 @@ describe("PPO with a value head and a KL penalty", () => {
       result.valueHead.dispose()
     } finally {
       reference.dispose()
+    }
+  })
+})
+
+describe("PPO's value head", () => {
+  it("on the shared trunk its loss trains the model too; detached (detachTrunk) only itself", () => {
+    const batch = completionBatch(xs.map((x) => ({ prompt: prompt(x), completion: right(x) })))
+    const vars = [...model.params.values()]
+    const gradNorms = (head: ValueHead) =>
+      tf.tidy(() => {
+        const { grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(logpsAndValues(model, head, batch, 1).values, 1))) as tf.Scalar, [...vars, ...head.variables()])
+        const norm = (vs: tf.Variable[]) => Math.sqrt(vs.reduce((a, v) => a + (grads[v.name] ? tf.sum(tf.square(grads[v.name]!)).dataSync()[0]! : 0), 0))
+        return { trunk: norm(vars), head: norm(head.variables()) }
+      })
+    const shared = new ValueHead(32, 3)
+    const detached = new ValueHead(32, 3, { detachTrunk: true })
+    try {
+      const a = gradNorms(shared)
+      const b = gradNorms(detached)
+      expect(a.trunk).toBeGreaterThan(1e-4)
+      expect(b.trunk).toBe(0)
+      expect(b.head).toBeCloseTo(a.head, 5) // the same head gradient either way
+      // and the forward pass is the same
+      const [va, vb] = [logpsAndValues(model, shared, batch, 1), logpsAndValues(model, detached, batch, 1)]
+      expect(Array.from(vb.values.dataSync())).toEqual(Array.from(va.values.dataSync()))
+      tf.dispose([va.logps, va.values, vb.logps, vb.values])
+    } finally {
+      tf.dispose([batch.ids, batch.targets, batch.mask])
+      shared.dispose()
+      detached.dispose()
     }
   })
 })

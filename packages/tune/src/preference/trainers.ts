@@ -7,7 +7,7 @@ import { dpoConfig, dpoLoss, type DPOConfig, type LossOutput } from "./dpo.ts"
 import { groupAdvantages, grpoConfig, grpoLoss, type GroupAdvantages, type GRPOConfig } from "./grpo.ts"
 import { ktoConfig, ktoLoss, type KTOConfig } from "./kto.ts"
 import { gae, ppoConfig, ppoLoss, ppoRewards, type PPOConfig } from "./ppo.ts"
-import { sequenceLogps } from "./ops.ts"
+import { sequenceLogps, stopGradient } from "./ops.ts"
 import {
   completionBatch,
   contextOf,
@@ -414,11 +414,17 @@ export interface ValueModel extends PolicyModel {
   head(h: tf.Tensor2D): tf.Tensor2D // (B*T, V)
 }
 
-/** PPO's critic: a linear layer on the policy's last hidden state, V(s_t) = h_t·w + b. */
+/**
+ * PPO's critic: a linear layer on the policy's last hidden state, V(s_t) = h_t·w + b. With
+ * `detachTrunk` the value loss trains only w and b, not the trunk (and its adapter) it reads —
+ * the policy then moves by the policy loss alone, as with OpenRLHF's separate critic model.
+ */
 export class ValueHead {
   readonly w: tf.Variable // [C,1]
   readonly b: tf.Variable // [1]
-  constructor(dModel: number, seed = 0) {
+  readonly detachTrunk: boolean
+  constructor(dModel: number, seed = 0, opts: { detachTrunk?: boolean } = {}) {
+    this.detachTrunk = opts.detachTrunk ?? false
     const w = tf.randomNormal([dModel, 1], 0, 0.02, "float32", seed)
     const b = tf.zeros([1])
     this.w = tf.variable(w, true)
@@ -444,7 +450,8 @@ export function logpsAndValues(model: ValueModel, value: ValueHead, batch: Compl
     const V = logits.shape[1]
     const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(tf.reshape(batch.targets, [B * L]), V)), 1) // (B*L)
     const logps = tf.mul(tf.reshape(picked, [B, L]), batch.mask) as tf.Tensor2D
-    const values = tf.mul(tf.reshape(tf.add(tf.matMul(h, value.w), value.b), [B, L]), batch.mask) as tf.Tensor2D
+    const hv = value.detachTrunk ? stopGradient(h) : h
+    const values = tf.mul(tf.reshape(tf.add(tf.matMul(hv, value.w), value.b), [B, L]), batch.mask) as tf.Tensor2D
     return { logps, values }
   })
 }
