@@ -237,8 +237,11 @@ export function defaultHyper(algo: Algo, examples: number): Record<string, unkno
   const epochs = 3
   const maxSteps = Math.max(4, Math.min(60, Math.ceil((examples * epochs) / batchSize)))
   if (algo === "grpo") return { learningRate: 2e-3 * 2.5, batchSize: Math.min(8, batchSize), maxSteps, beta: 0 }
-  // rollouts are sampled at 0.8 (the coordinator's default); π_old and π are taken at the same temperature
-  if (algo === "ppo") return { learningRate: 2e-3, batchSize: Math.min(64, examples), maxSteps, numPpoEpochs: 4, temperature: 0.8 }
+  // rollouts are sampled at 0.8 (the coordinator's default); π_old and π are taken at the same
+  // temperature. One epoch a batch (TRL's default is 4): the job already reuses each rollout over
+  // its steps, and 4 epochs moved the skills cluster's sort expert so far in 10 steps that it lost
+  // 10 points (docs/coordinator.md)
+  if (algo === "ppo") return { learningRate: 2e-3, batchSize: Math.min(64, examples), maxSteps, numPpoEpochs: 1, temperature: 0.8 }
   // DPO with the chosen answers' NLL (RPO, TRL's rpo_alpha = 1): the pairs of a round share most
   // tokens, and plain DPO lowered the right answers with the wrong ones (docs/coordinator.md)
   if (algo === "dpo") return { learningRate: 5e-3, batchSize, maxSteps, beta: 0.1, rpoAlpha: 1 }
