@@ -240,8 +240,9 @@ export function defaultHyper(algo: Algo, examples: number): Record<string, unkno
   // rollouts are sampled at 0.8 (the coordinator's default); π_old and π are taken at the same
   // temperature. One epoch a batch (TRL's default is 4): the job already reuses each rollout over
   // its steps, and 4 epochs moved the skills cluster's sort expert so far in 10 steps that it lost
-  // 10 points (docs/coordinator.md)
-  if (algo === "ppo") return { learningRate: 2e-3, batchSize: Math.min(64, examples), maxSteps, numPpoEpochs: 1, temperature: 0.8 }
+  // 10 points. GAE's λ = 1 (TRL's 0.95): the job's critic starts untrained, so advantages that
+  // bootstrap from its values are noise that depends on the token's position (docs/coordinator.md)
+  if (algo === "ppo") return { learningRate: 2e-3, batchSize: Math.min(64, examples), maxSteps, numPpoEpochs: 1, lam: 1, temperature: 0.8 }
   // DPO with the chosen answers' NLL (RPO, TRL's rpo_alpha = 1): the pairs of a round share most
   // tokens, and plain DPO lowered the right answers with the wrong ones (docs/coordinator.md)
   if (algo === "dpo") return { learningRate: 5e-3, batchSize, maxSteps, beta: 0.1, rpoAlpha: 1 }

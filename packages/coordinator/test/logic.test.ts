@@ -73,6 +73,6 @@ describe("PPO rollouts", () => {
   it("is what a ppo round sends (a real PPO job in the expert, not GRPO), with π at the sampling temperature", () => {
     expect(trainingData("ppo", groups).algorithm).toBe("ppo")
     expect(trainingData("grpo", groups).algorithm).toBe("grpo")
-    expect(defaultHyper("ppo", 8000)).toMatchObject({ numPpoEpochs: 1, temperature: 0.8, batchSize: 64 })
+    expect(defaultHyper("ppo", 8000)).toMatchObject({ numPpoEpochs: 1, lam: 1, temperature: 0.8, batchSize: 64 })
   })
 })
