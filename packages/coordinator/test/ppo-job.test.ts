@@ -64,8 +64,10 @@ it("a PPO job raises its right rollouts against its wrong ones, keeps the expert
   const flipped = await sort.ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts.map((r) => ({ ...r, reward: 1 - r.reward })), hyper })
   const mFlipped = await margin(rollouts, `sort@${flipped.version}`)
   console.log(`PPO job with flipped rewards: margin ${m0.toFixed(3)} → ${mFlipped.toFixed(3)}`)
-  expect(m1, `margin ${m0} → ${m1}`).toBeGreaterThan(m0 + 0.02)
+  // measured: 0.252 → 0.280–0.285 with the rewards, → 0.185–0.189 with them flipped
+  expect(m1, `margin ${m0} → ${m1}`).toBeGreaterThan(m0 + 0.01)
   expect(mFlipped, `margin ${m0} → ${mFlipped} with flipped rewards`).toBeLessThan(m0 - 0.02)
+  expect(m1 - mFlipped).toBeGreaterThan(0.05)
 
   // only the critic learns while the actor is frozen: the policy is the starting one
   const frozen = await sort.ex.trainer.run({ adapter: "sort", baseVersion: "new", algorithm: "ppo", data: rollouts.slice(0, 64), hyper: { ...hyper, maxSteps: 3, freezingActorSteps: 3 } })
