@@ -352,7 +352,8 @@ export class Trainer {
         this.engine.activate(policy)
       }
 
-      let stepFn: (idx: number[]) => Promise<Record<string, number>>
+      /** One optimizer step on the examples `idx`; `s` is the job's step index (0-based). */
+      let stepFn: (idx: number[], s: number) => Promise<Record<string, number>>
       let n = req.data.length
       let steps: number
       let batchSize: number
@@ -547,8 +548,7 @@ export class Trainer {
         critic = valueHead
         const opt = tf.train.adam(cfg.learningRate)
         const criticStep = { optimizer: tf.train.adam(criticLr ?? cfg.learningRate), vars: valueHead.variables() }
-        let done = 0
-        stepFn = async (idx) => {
+        stepFn = async (idx, s) => {
           const rows = idx.map((i) => rollouts[i]!)
           const batch = completionBatch(rows, ctx, "rollout")
           const oldLp = layoutLogps(rows, idx.map((i) => old[i]!), batch.ids.shape[1]) // [B,L]
@@ -562,7 +562,7 @@ export class Trainer {
               const { advantages, returns } = gae({ rewards: r.rewards, values, mask: batch.mask }, cfg) // [B,L] each
               return { values, advantages, returns }
             })
-            const actorVars = done < freezing ? [] : vars
+            const actorVars = s < freezing ? [] : vars
             let m: Record<string, number> = {}
             for (let e = 0; e < cfg.numPpoEpochs; e++)
               m = step(
@@ -577,7 +577,6 @@ export class Trainer {
               )
             tf.dispose([roll.values, roll.advantages, roll.returns])
             m["objective/scores"] = idx.reduce((a, i) => a + scores[i]!, 0) / idx.length
-            done++
             return m
           } finally {
             tf.dispose([batch.ids, batch.targets, batch.mask, oldLp])
@@ -594,7 +593,7 @@ export class Trainer {
       let lastReport = tTrain
       for (let s = 0; s < steps; s++) {
         if (opts.signal?.aborted) throw moaError("CANCELLED", `training job cancelled after ${s} of ${steps} steps (nothing saved)`)
-        const m = await stepFn(order.next().value as number[])
+        const m = await stepFn(order.next().value as number[], s)
         losses.push(m.loss)
         for (const [k, v] of Object.entries(m)) if (k !== "loss" && Number.isFinite(v)) sums[k] = (sums[k] ?? 0) + v
         // progress in the agent's log at most every 10 s: step, loss, speed, time left
